@@ -1,0 +1,30 @@
+# Two commands: `make demo` and `make test`. Everything they need is installed here.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+SHARED_DATA ?= $(abspath ../shared/data)
+DEMO_WORKDIR ?= workdirs/demo
+
+.PHONY: venv demo test lint clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip check
+	touch $(STAMP)
+
+demo: venv
+	$(PY) tools/launch.py demo --workdir $(DEMO_WORKDIR)
+
+test: venv
+	FLANJAX_DATA_DIR=$(SHARED_DATA) $(PY) -m pytest -q -rs $(PYTEST_ARGS)
+
+lint: venv
+	$(VENV)/bin/ruff check flanjax mixtures tools configs benchmarks tests
+
+clean:
+	rm -rf $(VENV) workdirs

@@ -1,0 +1,395 @@
+"""A Flax Linen T5 encoder-decoder (v1.0 and v1.1 / FLAN-T5) with logical axis names.
+
+Every parameter is created with `nn.with_logical_partitioning` and the main activations are
+constrained with `nn.with_logical_constraint`, using the logical names of STYLE.md (batch, length,
+embed, mlp, heads, kv, vocab, relpos_buckets); only `flanjax/partitioning.py` maps them to mesh
+axes. Outside a `nn.logical_axis_rules` context the constraints are no-ops, so the model also runs
+plainly on one device.
+
+Parameter names follow t5x (token_embedder, encoder/layers_0/attention/q, ...); `hf.py` is the
+rename table to Hugging Face names. Numerics follow HF `T5ForConditionalGeneration`: RMS layer norm
+in float32, no 1/sqrt(d_kv) score scaling (it is folded into the query init), softmax in float32,
+relative position buckets shared by all layers of a stack, tied embeddings rescaled by
+d_model**-0.5.
+
+Why Linen rather than NNX: parameters stay a plain pytree, which is what `jax.jit` shardings, optax,
+Orbax and the HF rename table all want; NNX would add split/merge of mutable objects to every step
+for nothing we need here.
+
+Example:
+  >>> cfg = T5Config.tiny()
+  >>> params = init_params(cfg, jax.random.PRNGKey(0))
+  >>> logits = T5(cfg).apply({"params": params}, enc_tokens, dec_tokens)  # [batch, tgt, vocab]
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from flanjax.model.config import T5Config
+
+_MASK_VALUE = -1e9  # finite, so a fully masked (padding) row gives a uniform softmax, never NaN.
+
+
+def _param(module: nn.Module, name: str, shape: Sequence[int], axes: tuple[str, ...], std: float,
+           dtype) -> jax.Array:
+  init = nn.initializers.normal(stddev=std) if std else nn.initializers.ones
+  return module.param(name, nn.with_logical_partitioning(init, axes), tuple(shape), dtype)
+
+
+def relative_position_bucket(relative_position: jax.Array, *, bidirectional: bool, num_buckets: int,
+                             max_distance: int) -> jax.Array:
+  """T5's log-spaced buckets for `memory_position - query_position` (same as HF / Mesh TF).
+
+  Example (bidirectional, 32 buckets, max distance 128): -1 → 1, 0 → 0, 1 → 17, 200 → 31.
+  """
+  buckets = jnp.zeros_like(relative_position)
+  if bidirectional:
+    num_buckets //= 2
+    buckets = buckets + (relative_position > 0).astype(relative_position.dtype) * num_buckets
+    distance = jnp.abs(relative_position)
+  else:
+    distance = -jnp.minimum(relative_position, 0)
+  max_exact = num_buckets // 2
+  is_small = distance < max_exact
+  # Same float32 arithmetic as the reference; max(…, 1) only avoids log(0) in the unused branch.
+  scaled = (jnp.log(jnp.maximum(distance, 1).astype(jnp.float32) / max_exact)
+            / math.log(max_distance / max_exact) * (num_buckets - max_exact))
+  large = jnp.minimum(max_exact + scaled.astype(relative_position.dtype), num_buckets - 1)
+  return buckets + jnp.where(is_small, distance, large)
+
+
+class RMSNorm(nn.Module):
+  """T5 layer norm: scale only, no mean subtraction, computed in float32."""
+
+  config: T5Config
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    cfg = self.config
+    scale = _param(self, "scale", (x.shape[-1],), ("embed",), 0.0, jnp.dtype(cfg.param_dtype))
+    x32 = x.astype(jnp.float32)
+    variance = jnp.mean(jnp.square(x32), axis=-1, keepdims=True)
+    y = x32 * jax.lax.rsqrt(variance + cfg.layer_norm_epsilon)
+    return (y * scale.astype(jnp.float32)).astype(jnp.dtype(cfg.dtype))
+
+
+class RelativePositionBias(nn.Module):
+  """Per-head additive bias from bucketed relative positions."""
+
+  config: T5Config
+  bidirectional: bool
+
+  @nn.compact
+  def __call__(self, query_positions: jax.Array, key_positions: jax.Array) -> jax.Array:
+    """[b, q] and [b, k] int positions → float32 bias [b, heads, q, k]."""
+    cfg = self.config
+    table = _param(self, "rel_embedding", (cfg.relative_attention_num_buckets, cfg.num_heads),
+                   ("relpos_buckets", "heads"), cfg.d_model**-0.5, jnp.dtype(cfg.param_dtype))
+    relative = key_positions[:, None, :] - query_positions[:, :, None]  # [b, q, k]
+    buckets = relative_position_bucket(
+        relative, bidirectional=self.bidirectional,
+        num_buckets=cfg.relative_attention_num_buckets,
+        max_distance=cfg.relative_attention_max_distance)
+    bias = jnp.take(table.astype(jnp.float32), buckets, axis=0)  # [b, q, k, heads]
+    return jnp.transpose(bias, (0, 3, 1, 2))  # [b, heads, q, k]
+
+
+class Attention(nn.Module):
+  """Multi-head attention without score scaling; kernels [embed, heads, kv] / [heads, kv, embed]."""
+
+  config: T5Config
+
+  def setup(self):
+    cfg = self.config
+    d, h, k = cfg.d_model, cfg.num_heads, cfg.d_kv
+    pdt = jnp.dtype(cfg.param_dtype)
+    self.q = _param(self, "q", (d, h, k), ("embed", "heads", "kv"), (d * k) ** -0.5, pdt)
+    self.k = _param(self, "k", (d, h, k), ("embed", "heads", "kv"), d**-0.5, pdt)
+    self.v = _param(self, "v", (d, h, k), ("embed", "heads", "kv"), d**-0.5, pdt)
+    self.o = _param(self, "o", (h, k, d), ("heads", "kv", "embed"), (h * k) ** -0.5, pdt)
+    self.dropout = nn.Dropout(cfg.dropout_rate)
+
+  def project_kv(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    dt = jnp.dtype(self.config.dtype)
+    key = jnp.einsum("bld,dhk->blhk", x, self.k.astype(dt))  # [batch, length, heads, kv]
+    value = jnp.einsum("bld,dhk->blhk", x, self.v.astype(dt))  # [batch, length, heads, kv]
+    axes = ("batch", "length", "heads", "kv")
+    return nn.with_logical_constraint(key, axes), nn.with_logical_constraint(value, axes)
+
+  def attend(self, x_q: jax.Array, key: jax.Array, value: jax.Array, bias: jax.Array,
+             deterministic: bool) -> jax.Array:
+    """x_q [b, q, d]; key/value [b, k, h, kv]; bias float32 [b|1, h, q, k] → [b, q, d]."""
+    dt = jnp.dtype(self.config.dtype)
+    query = jnp.einsum("bqd,dhk->bqhk", x_q, self.q.astype(dt))  # [batch, q, heads, kv]
+    query = nn.with_logical_constraint(query, ("batch", "length", "heads", "kv"))
+    scores = jnp.einsum("bqhd,bkhd->bhqk", query, key,
+                        preferred_element_type=jnp.float32)  # [batch, heads, q, k]
+    weights = jax.nn.softmax(scores + bias, axis=-1)
+    weights = self.dropout(weights, deterministic=deterministic).astype(dt)
+    out = jnp.einsum("bhqk,bkhd->bqhd", weights, value)  # [batch, q, heads, kv]
+    out = jnp.einsum("bqhk,hkd->bqd", out, self.o.astype(dt))  # [batch, q, embed]
+    return nn.with_logical_constraint(out, ("batch", "length", "embed"))
+
+  def __call__(self, x_q, x_kv, bias, deterministic: bool):
+    key, value = self.project_kv(x_kv)
+    return self.attend(x_q, key, value, bias, deterministic)
+
+
+class MLP(nn.Module):
+  """ReLU (v1.0) or gated-GELU (v1.1) feed-forward block."""
+
+  config: T5Config
+
+  @nn.compact
+  def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
+    cfg = self.config
+    dt, pdt = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
+    d, f = cfg.d_model, cfg.d_ff
+    act = {"relu": jax.nn.relu,
+           "gelu": lambda y: jax.nn.gelu(y, approximate=True)}[cfg.activation]  # HF "gelu_new"
+    if cfg.is_gated:
+      wi_0 = _param(self, "wi_0", (d, f), ("embed", "mlp"), d**-0.5, pdt)
+      wi_1 = _param(self, "wi_1", (d, f), ("embed", "mlp"), d**-0.5, pdt)
+      hidden = act(x @ wi_0.astype(dt)) * (x @ wi_1.astype(dt))  # [batch, length, mlp]
+    else:
+      wi = _param(self, "wi", (d, f), ("embed", "mlp"), d**-0.5, pdt)
+      hidden = act(x @ wi.astype(dt))  # [batch, length, mlp]
+    hidden = nn.with_logical_constraint(hidden, ("batch", "length", "mlp"))
+    hidden = nn.Dropout(cfg.dropout_rate)(hidden, deterministic=deterministic)
+    wo = _param(self, "wo", (f, d), ("mlp", "embed"), f**-0.5, pdt)
+    return nn.with_logical_constraint(hidden @ wo.astype(dt), ("batch", "length", "embed"))
+
+
+class EncoderLayer(nn.Module):
+  config: T5Config
+
+  @nn.compact
+  def __call__(self, x, bias, deterministic):
+    cfg = self.config
+    drop = nn.Dropout(cfg.dropout_rate)
+    y = RMSNorm(cfg, name="pre_attention_layer_norm")(x)
+    x = x + drop(Attention(cfg, name="attention")(y, y, bias, deterministic), deterministic)
+    y = RMSNorm(cfg, name="pre_mlp_layer_norm")(x)
+    x = x + drop(MLP(cfg, name="mlp")(y, deterministic), deterministic)
+    return nn.with_logical_constraint(x, ("batch", "length", "embed"))
+
+
+class DecoderLayer(nn.Module):
+  config: T5Config
+
+  def setup(self):
+    cfg = self.config
+    self.pre_self_attention_layer_norm = RMSNorm(cfg)
+    self.self_attention = Attention(cfg)
+    self.pre_cross_attention_layer_norm = RMSNorm(cfg)
+    self.encoder_decoder_attention = Attention(cfg)
+    self.pre_mlp_layer_norm = RMSNorm(cfg)
+    self.mlp = MLP(cfg)
+    self.dropout = nn.Dropout(cfg.dropout_rate)
+
+  def _cross_and_mlp(self, x, cross_kv, cross_bias, deterministic):
+    y = self.pre_cross_attention_layer_norm(x)
+    key, value = cross_kv
+    y = self.encoder_decoder_attention.attend(y, key, value, cross_bias, deterministic)
+    x = x + self.dropout(y, deterministic)
+    y = self.mlp(self.pre_mlp_layer_norm(x), deterministic)
+    x = x + self.dropout(y, deterministic)
+    return nn.with_logical_constraint(x, ("batch", "length", "embed"))
+
+  def __call__(self, x, self_bias, encoded, cross_bias, deterministic):
+    y = self.pre_self_attention_layer_norm(x)
+    x = x + self.dropout(self.self_attention(y, y, self_bias, deterministic), deterministic)
+    cross_kv = self.encoder_decoder_attention.project_kv(encoded)
+    return self._cross_and_mlp(x, cross_kv, cross_bias, deterministic)
+
+  def cross_kv(self, encoded):
+    return self.encoder_decoder_attention.project_kv(encoded)
+
+  def step(self, x, cache, index, self_bias, cross_kv, cross_bias):
+    """One decoding position: x [b, 1, d]; cache (key, value) [b, T, h, kv] written at `index`."""
+    y = self.pre_self_attention_layer_norm(x)
+    key, value = self.self_attention.project_kv(y)  # [b, 1, h, kv]
+    cache_key = jax.lax.dynamic_update_slice_in_dim(cache[0], key.astype(cache[0].dtype), index, 1)
+    cache_value = jax.lax.dynamic_update_slice_in_dim(cache[1], value.astype(cache[1].dtype), index,
+                                                      1)
+    y = self.self_attention.attend(y, cache_key, cache_value, self_bias, True)
+    x = x + y
+    return self._cross_and_mlp(x, cross_kv, cross_bias, True), (cache_key, cache_value)
+
+
+def _positions(tokens: jax.Array, positions: jax.Array | None) -> jax.Array:
+  if positions is not None:
+    return positions
+  return jnp.broadcast_to(jnp.arange(tokens.shape[1], dtype=jnp.int32)[None], tokens.shape)
+
+
+def _bias_from_mask(mask: jax.Array) -> jax.Array:
+  """bool [b, q, k] → float32 additive [b, 1, q, k]."""
+  return jnp.where(mask, 0.0, _MASK_VALUE).astype(jnp.float32)[:, None]
+
+
+class T5(nn.Module):
+  """The encoder-decoder. `__call__` is teacher-forced; `encode` / `decoder_step` serve decoding."""
+
+  config: T5Config
+
+  def setup(self):
+    cfg = self.config
+    pdt = jnp.dtype(cfg.param_dtype)
+    self.token_embedder = nn.Embed(
+        cfg.vocab_size, cfg.d_model, dtype=jnp.dtype(cfg.dtype), param_dtype=pdt,
+        embedding_init=nn.with_logical_partitioning(nn.initializers.normal(1.0),
+                                                    ("vocab", "embed")))
+    self.encoder_relpos_bias = RelativePositionBias(cfg, bidirectional=True)
+    self.encoder_layers = [EncoderLayer(cfg) for _ in range(cfg.num_layers)]
+    self.encoder_norm = RMSNorm(cfg)
+    self.decoder_relpos_bias = RelativePositionBias(cfg, bidirectional=False)
+    self.decoder_layers = [DecoderLayer(cfg) for _ in range(cfg.num_decoder_layers)]
+    self.decoder_norm = RMSNorm(cfg)
+    if not cfg.tie_word_embeddings:
+      self.logits_dense = self.param(
+          "logits_dense",
+          nn.with_logical_partitioning(nn.initializers.normal(cfg.d_model**-0.5),
+                                       ("embed", "vocab")), (cfg.d_model, cfg.vocab_size), pdt)
+    self.dropout = nn.Dropout(cfg.dropout_rate)
+
+  def _embed(self, tokens, deterministic):
+    x = self.token_embedder(tokens)  # [batch, length, embed]
+    x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
+    return self.dropout(x, deterministic)
+
+  def encoder_key_mask(self, encoder_input_tokens, encoder_mask=None, encoder_segment_ids=None):
+    """[b, k] bool: which encoder positions may be attended to."""
+    if encoder_segment_ids is not None:
+      return encoder_segment_ids > 0
+    if encoder_mask is not None:
+      return encoder_mask.astype(bool)
+    return encoder_input_tokens != self.config.pad_token_id
+
+  def encode(self, encoder_input_tokens, encoder_mask=None, encoder_segment_ids=None,
+             encoder_positions=None, enable_dropout=False):
+    """[b, l] tokens → [b, l, d] encoded (after the final norm)."""
+    det = not enable_dropout
+    key_mask = self.encoder_key_mask(encoder_input_tokens, encoder_mask, encoder_segment_ids)
+    mask = jnp.broadcast_to(key_mask[:, None, :], key_mask.shape[:1] + key_mask.shape[1:] * 2)
+    if encoder_segment_ids is not None:
+      mask = mask & (encoder_segment_ids[:, :, None] == encoder_segment_ids[:, None, :])
+    pos = _positions(encoder_input_tokens, encoder_positions)
+    bias = self.encoder_relpos_bias(pos, pos) + _bias_from_mask(mask)  # [b, h, q, k]
+    x = self._embed(encoder_input_tokens, det)
+    for layer in self.encoder_layers:
+      x = layer(x, bias, det)
+    return self.dropout(self.encoder_norm(x), det)
+
+  def logits_from_hidden(self, y):
+    """Final decoder states [b, t, d] → float32 logits [b, t, vocab]."""
+    cfg = self.config
+    if cfg.tie_word_embeddings:
+      y = y * (cfg.d_model**-0.5)
+      kernel = self.token_embedder.embedding.T  # [embed, vocab]
+    else:
+      kernel = self.logits_dense
+    logits = jnp.einsum("btd,dv->btv", y, kernel.astype(y.dtype),
+                        preferred_element_type=jnp.float32)  # [batch, length, vocab]
+    return nn.with_logical_constraint(logits, ("batch", "length", "vocab"))
+
+  def decode(self, encoded, encoder_key_mask, decoder_input_tokens, decoder_segment_ids=None,
+             decoder_positions=None, decoder_mask=None, encoder_segment_ids=None,
+             enable_dropout=False):
+    det = not enable_dropout
+    length = decoder_input_tokens.shape[1]
+    causal = jnp.tril(jnp.ones((length, length), bool))[None]  # [1, q, k]
+    self_mask = jnp.broadcast_to(causal, (decoder_input_tokens.shape[0], length, length))
+    cross_mask = jnp.broadcast_to(encoder_key_mask[:, None, :],
+                                  (encoder_key_mask.shape[0], length, encoder_key_mask.shape[1]))
+    if decoder_segment_ids is not None:
+      self_mask = self_mask & (decoder_segment_ids[:, :, None] == decoder_segment_ids[:, None, :])
+      if encoder_segment_ids is not None:
+        cross_mask = cross_mask & (decoder_segment_ids[:, :, None]
+                                   == encoder_segment_ids[:, None, :])
+    elif decoder_mask is not None:
+      self_mask = self_mask & decoder_mask.astype(bool)[:, None, :]
+    pos = _positions(decoder_input_tokens, decoder_positions)
+    self_bias = self.decoder_relpos_bias(pos, pos) + _bias_from_mask(self_mask)
+    cross_bias = _bias_from_mask(cross_mask)
+    x = self._embed(decoder_input_tokens, det)
+    for layer in self.decoder_layers:
+      x = layer(x, self_bias, encoded, cross_bias, det)
+    y = self.dropout(self.decoder_norm(x), det)
+    return self.logits_from_hidden(y)
+
+  def __call__(self, encoder_input_tokens, decoder_input_tokens, *, encoder_segment_ids=None,
+               decoder_segment_ids=None, encoder_positions=None, decoder_positions=None,
+               encoder_mask=None, decoder_mask=None, enable_dropout=False):
+    """Teacher-forced logits, float32 [batch, target_len, vocab].
+
+    Without segment ids, token id 0 in `encoder_input_tokens` is padding (or pass `encoder_mask`)
+    and the decoder is causal (plus `decoder_mask` if given). With segment ids (packing), attention
+    stays inside a segment and relative positions come from `*_positions`.
+    """
+    key_mask = self.encoder_key_mask(encoder_input_tokens, encoder_mask, encoder_segment_ids)
+    encoded = self.encode(encoder_input_tokens, encoder_mask, encoder_segment_ids,
+                          encoder_positions, enable_dropout)
+    return self.decode(encoded, key_mask, decoder_input_tokens, decoder_segment_ids,
+                       decoder_positions, decoder_mask, encoder_segment_ids, enable_dropout)
+
+  # ------------------------------------------------------------------ cached decoding
+  def cross_kv(self, encoded):
+    """Per decoder layer (key, value) [b, l, h, kv] of the encoder output, computed once."""
+    return [layer.cross_kv(encoded) for layer in self.decoder_layers]
+
+  def decoder_step(self, tokens, index, cache, cross_kv, encoder_key_mask):
+    """tokens [b] at position `index` → (float32 logits [b, vocab], new cache).
+
+    cache: per layer (key, value) [b, max_len, h, kv]; positions > index are masked out.
+    """
+    max_len = cache[0][0].shape[1]
+    key_pos = jnp.arange(max_len, dtype=jnp.int32)[None]  # [1, T]
+    query_pos = jnp.full((1, 1), index, jnp.int32)
+    self_bias = self.decoder_relpos_bias(query_pos, key_pos)  # [1, h, 1, T]
+    self_bias = self_bias + jnp.where(key_pos <= index, 0.0, _MASK_VALUE)[:, None, None, :]
+    cross_bias = _bias_from_mask(encoder_key_mask[:, None, :])  # [b, 1, 1, l]
+    x = self.token_embedder(tokens[:, None])  # [b, 1, d]
+    new_cache = []
+    for layer, layer_cache, layer_cross in zip(self.decoder_layers, cache, cross_kv, strict=True):
+      x, layer_cache = layer.step(x, layer_cache, index, self_bias, layer_cross, cross_bias)
+      new_cache.append(layer_cache)
+    return self.logits_from_hidden(self.decoder_norm(x))[:, 0], new_cache
+
+
+def init_cache(config: T5Config, batch: int, max_len: int) -> list[tuple[jax.Array, jax.Array]]:
+  shape = (batch, max_len, config.num_heads, config.d_kv)
+  dt = jnp.dtype(config.dtype)
+  return [(jnp.zeros(shape, dt), jnp.zeros(shape, dt)) for _ in range(config.num_decoder_layers)]
+
+
+def _init_boxed(config: T5Config, rng: jax.Array):
+  tokens = jnp.ones((1, 4), jnp.int32)
+  return T5(config).init(rng, tokens, tokens)["params"]
+
+
+def init_params(config: T5Config, rng: jax.Array):
+  """Randomly initialised parameters, a plain nested dict of arrays."""
+  return nn.meta.unbox(_init_boxed(config, rng))
+
+
+def abstract_params(config: T5Config):
+  """Shapes and dtypes of the parameters (jax.ShapeDtypeStruct), without allocating them."""
+  return nn.meta.unbox(jax.eval_shape(lambda: _init_boxed(config, jax.random.PRNGKey(0))))
+
+
+def param_logical_axes(config: T5Config):
+  """Pytree like the params, of PartitionSpecs of logical axis names."""
+  boxed = jax.eval_shape(lambda: _init_boxed(config, jax.random.PRNGKey(0)))
+  return nn.get_partition_spec(boxed)
+
+
+def count_params(params) -> int:
+  return int(sum(np.prod(x.shape) for x in jax.tree_util.tree_leaves(params)))
