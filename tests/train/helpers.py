@@ -1,0 +1,43 @@
+"""Shared helpers of the training tests (tiny configs, metrics, subprocess plumbing)."""
+
+import json
+import pathlib
+import socket
+
+import ml_collections
+
+
+def tiny_config(**train_overrides) -> ml_collections.ConfigDict:
+  """The contract's config keys with a ~30k-parameter T5 (d_model 32, one layer each side)."""
+  train = dict(steps=6, batch_size=8, log_every=1, checkpoint_every=0, keep_checkpoints=3,
+               eval_every=0, peak_flops_per_device=1e9)
+  train.update(train_overrides)
+  return ml_collections.ConfigDict(dict(
+      seed=0, data_dir="", init_from="", mixture="synthetic", eval_mixtures=[],
+      model=dict(vocab_size=64, d_model=32, d_kv=8, d_ff=64, num_layers=1, num_heads=4,
+                 dropout_rate=0.0, feed_forward_proj="gated-gelu", tie_word_embeddings=False),
+      lengths=dict(inputs=16, targets=16),
+      train=train,
+      optimizer=dict(name="adafactor", learning_rate=1e-2, schedule="constant"),
+      mesh=dict(data=1, fsdp=-1, model=1)))
+
+
+def read_metrics(workdir) -> dict[int, dict]:
+  """metrics.jsonl as {step: record} (training records only)."""
+  records = {}
+  for line in (pathlib.Path(workdir) / "metrics.jsonl").read_text().splitlines():
+    record = json.loads(line)
+    if "loss" in record:
+      records[record["step"]] = record
+  return records
+
+
+def free_port() -> int:
+  with socket.socket() as sock:
+    sock.bind(("127.0.0.1", 0))
+    return sock.getsockname()[1]
+
+
+def finish(proc, timeout=240) -> tuple[int, str]:
+  output, _ = proc.communicate(timeout=timeout)
+  return proc.returncode, output
