@@ -183,7 +183,7 @@ TASKS: dict[str, tuple] = {
   ),
   "cb": (
     "natural_language_inference",
-    ("accuracy",),
+    ("accuracy", "macro_f1"),
     _nli_label(
       ["entailment", "contradiction", "neutral"],
       {"entailment": "yes", "contradiction": "no", "neutral": "it's impossible to say"},
@@ -196,7 +196,7 @@ TASKS: dict[str, tuple] = {
   ),
   "mrpc": (
     "paraphrase",
-    ("accuracy", "f1"),
+    ("accuracy", "macro_f1"),
     _mrpc,
     ["no", "yes"],
     [
