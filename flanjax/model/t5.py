@@ -43,6 +43,19 @@ def _param(module: nn.Module, name: str, shape: Sequence[int], axes: tuple[str, 
   return module.param(name, nn.with_logical_partitioning(init, axes), tuple(shape), dtype)
 
 
+def dense(x: jax.Array, kernel: jax.Array, contract: int = 1, out_dtype=None) -> jax.Array:
+  """Contracts the last `contract` axes of x with the first ones of kernel, as one 2-D matmul.
+
+  x [b, l, d] · kernel [d, h, k] → [b, l, h, k]. Flattening to [b*l, d] @ [d, h*k] matters on
+  XLA:CPU: the weight gradient of a 3-D dot contracts over two axes and ran ~1.8× slower.
+  """
+  lead, inner = x.shape[:x.ndim - contract], x.shape[x.ndim - contract:]
+  size = math.prod(inner)
+  y = jnp.matmul(x.reshape(-1, size), kernel.reshape(size, -1),
+                 preferred_element_type=out_dtype)  # [b*l, out]
+  return y.reshape(*lead, *kernel.shape[contract:])
+
+
 def relative_position_bucket(relative_position: jax.Array, *, bidirectional: bool, num_buckets: int,
                              max_distance: int) -> jax.Array:
   """T5's log-spaced buckets for `memory_position - query_position` (same as HF / Mesh TF).
@@ -117,24 +130,29 @@ class Attention(nn.Module):
     self.dropout = nn.Dropout(cfg.dropout_rate)
 
   def project_kv(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """x [b, l, d] → key, value [b, h, l, kv] (heads first: the layout the matmuls want)."""
     dt = jnp.dtype(self.config.dtype)
-    key = jnp.einsum("bld,dhk->blhk", x, self.k.astype(dt))  # [batch, length, heads, kv]
-    value = jnp.einsum("bld,dhk->blhk", x, self.v.astype(dt))  # [batch, length, heads, kv]
-    axes = ("batch", "length", "heads", "kv")
+    axes = ("batch", "heads", "length", "kv")
+    key = dense(x, self.k.astype(dt)).transpose(0, 2, 1, 3)  # [batch, heads, length, kv]
+    value = dense(x, self.v.astype(dt)).transpose(0, 2, 1, 3)  # [batch, heads, length, kv]
     return nn.with_logical_constraint(key, axes), nn.with_logical_constraint(value, axes)
 
   def attend(self, x_q: jax.Array, key: jax.Array, value: jax.Array, bias: jax.Array,
              deterministic: bool) -> jax.Array:
-    """x_q [b, q, d]; key/value [b, k, h, kv]; bias float32 [b|1, h, q, k] → [b, q, d]."""
+    """x_q [b, q, d]; key/value [b, h, k, kv]; bias float32 [b|1, h, q, k] → [b, q, d].
+
+    Heads stay in front of the length axes: XLA:CPU runs 'bhqk,bhkd' about 4× faster than the
+    same contraction on a [b, k, h, d] operand, and cached keys/values need no transpose.
+    """
     dt = jnp.dtype(self.config.dtype)
-    query = jnp.einsum("bqd,dhk->bqhk", x_q, self.q.astype(dt))  # [batch, q, heads, kv]
-    query = nn.with_logical_constraint(query, ("batch", "length", "heads", "kv"))
-    scores = jnp.einsum("bqhd,bkhd->bhqk", query, key,
+    query = dense(x_q, self.q.astype(dt)).transpose(0, 2, 1, 3)  # [batch, heads, q, kv]
+    query = nn.with_logical_constraint(query, ("batch", "heads", "length", "kv"))
+    scores = jnp.einsum("bhqd,bhkd->bhqk", query, key,
                         preferred_element_type=jnp.float32)  # [batch, heads, q, k]
     weights = jax.nn.softmax(scores + bias, axis=-1)
     weights = self.dropout(weights, deterministic=deterministic).astype(dt)
-    out = jnp.einsum("bhqk,bkhd->bqhd", weights, value)  # [batch, q, heads, kv]
-    out = jnp.einsum("bqhk,hkd->bqd", out, self.o.astype(dt))  # [batch, q, embed]
+    out = jnp.einsum("bhqk,bhkd->bhqd", weights, value)  # [batch, heads, q, kv]
+    out = dense(out.transpose(0, 2, 1, 3), self.o.astype(dt), contract=2)  # [batch, q, embed]
     return nn.with_logical_constraint(out, ("batch", "length", "embed"))
 
   def __call__(self, x_q, x_kv, bias, deterministic: bool):
@@ -157,14 +175,14 @@ class MLP(nn.Module):
     if cfg.is_gated:
       wi_0 = _param(self, "wi_0", (d, f), ("embed", "mlp"), d**-0.5, pdt)
       wi_1 = _param(self, "wi_1", (d, f), ("embed", "mlp"), d**-0.5, pdt)
-      hidden = act(x @ wi_0.astype(dt)) * (x @ wi_1.astype(dt))  # [batch, length, mlp]
+      hidden = act(dense(x, wi_0.astype(dt))) * dense(x, wi_1.astype(dt))  # [batch, length, mlp]
     else:
       wi = _param(self, "wi", (d, f), ("embed", "mlp"), d**-0.5, pdt)
-      hidden = act(x @ wi.astype(dt))  # [batch, length, mlp]
+      hidden = act(dense(x, wi.astype(dt)))  # [batch, length, mlp]
     hidden = nn.with_logical_constraint(hidden, ("batch", "length", "mlp"))
     hidden = nn.Dropout(cfg.dropout_rate)(hidden, deterministic=deterministic)
     wo = _param(self, "wo", (f, d), ("mlp", "embed"), f**-0.5, pdt)
-    return nn.with_logical_constraint(hidden @ wo.astype(dt), ("batch", "length", "embed"))
+    return nn.with_logical_constraint(dense(hidden, wo.astype(dt)), ("batch", "length", "embed"))
 
 
 class EncoderLayer(nn.Module):
@@ -213,21 +231,23 @@ class DecoderLayer(nn.Module):
     return self.encoder_decoder_attention.project_kv(encoded)
 
   def step(self, x, cache, index, self_bias, cross_kv, cross_bias):
-    """One decoding position: x [b, 1, d]; cache (key, value) [b, T, h, kv] written at `index`."""
+    """One decoding position: x [b, 1, d]; cache (key, value) [b, h, T, kv] written at `index`."""
     y = self.pre_self_attention_layer_norm(x)
-    key, value = self.self_attention.project_kv(y)  # [b, 1, h, kv]
-    cache_key = jax.lax.dynamic_update_slice_in_dim(cache[0], key.astype(cache[0].dtype), index, 1)
+    key, value = self.self_attention.project_kv(y)  # [b, h, 1, kv]
+    cache_key = jax.lax.dynamic_update_slice_in_dim(cache[0], key.astype(cache[0].dtype), index, 2)
     cache_value = jax.lax.dynamic_update_slice_in_dim(cache[1], value.astype(cache[1].dtype), index,
-                                                      1)
+                                                      2)
     y = self.self_attention.attend(y, cache_key, cache_value, self_bias, True)
     x = x + y
     return self._cross_and_mlp(x, cross_kv, cross_bias, True), (cache_key, cache_value)
 
 
 def _positions(tokens: jax.Array, positions: jax.Array | None) -> jax.Array:
+  """Per-row positions when packed; else one shared row [1, length], so the position bias is
+  computed once for the batch instead of once per row."""
   if positions is not None:
     return positions
-  return jnp.broadcast_to(jnp.arange(tokens.shape[1], dtype=jnp.int32)[None], tokens.shape)
+  return jnp.arange(tokens.shape[1], dtype=jnp.int32)[None]
 
 
 def _bias_from_mask(mask: jax.Array) -> jax.Array:
@@ -296,8 +316,7 @@ class T5(nn.Module):
       kernel = self.token_embedder.embedding.T  # [embed, vocab]
     else:
       kernel = self.logits_dense
-    logits = jnp.einsum("btd,dv->btv", y, kernel.astype(y.dtype),
-                        preferred_element_type=jnp.float32)  # [batch, length, vocab]
+    logits = dense(y, kernel.astype(y.dtype), out_dtype=jnp.float32)  # [batch, length, vocab]
     return nn.with_logical_constraint(logits, ("batch", "length", "vocab"))
 
   def decode(self, encoded, encoder_key_mask, decoder_input_tokens, decoder_segment_ids=None,
@@ -342,15 +361,15 @@ class T5(nn.Module):
 
   # ------------------------------------------------------------------ cached decoding
   def cross_kv(self, encoded):
-    """Per decoder layer (key, value) [b, l, h, kv] of the encoder output, computed once."""
+    """Per decoder layer (key, value) [b, h, l, kv] of the encoder output, computed once."""
     return [layer.cross_kv(encoded) for layer in self.decoder_layers]
 
   def decoder_step(self, tokens, index, cache, cross_kv, encoder_key_mask):
     """tokens [b] at position `index` → (float32 logits [b, vocab], new cache).
 
-    cache: per layer (key, value) [b, max_len, h, kv]; positions > index are masked out.
+    cache: per layer (key, value) [b, h, max_len, kv]; positions > index are masked out.
     """
-    max_len = cache[0][0].shape[1]
+    max_len = cache[0][0].shape[2]
     key_pos = jnp.arange(max_len, dtype=jnp.int32)[None]  # [1, T]
     query_pos = jnp.full((1, 1), index, jnp.int32)
     self_bias = self.decoder_relpos_bias(query_pos, key_pos)  # [1, h, 1, T]
@@ -365,7 +384,7 @@ class T5(nn.Module):
 
 
 def init_cache(config: T5Config, batch: int, max_len: int) -> list[tuple[jax.Array, jax.Array]]:
-  shape = (batch, max_len, config.num_heads, config.d_kv)
+  shape = (batch, config.num_heads, max_len, config.d_kv)
   dt = jnp.dtype(config.dtype)
   return [(jnp.zeros(shape, dt), jnp.zeros(shape, dt)) for _ in range(config.num_decoder_layers)]
 
