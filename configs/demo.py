@@ -2,12 +2,15 @@
 
 Command:   make demo      (= python tools/launch.py demo --workdir workdirs/demo)
 Hardware:  2 CPU cores, no accelerator, no network, no data files.
-Time:      about 6-8 minutes of training + 1 minute of evaluation.
+Time:      about 5 minutes of training + 1 minute of evaluation (6 min measured, 2 cores).
 Protocol:  FLAN's held-out protocol in miniature: train on every toy category except
            sentiment, then evaluate all categories zero-shot (sentiment is marked held out).
-Expected:  the seen categories are learned (accuracy / exact match far above chance; see the
-           README for the figures measured); the held-out category is near chance for a model
-           this small — which is the honest answer to FLAN's question at this scale.
+Expected:  measured at step 1600 (test split, best template chosen on validation):
+           closed_book_qa exact match 83 (toy_add 88+, toy_next_number 70+), natural language
+           inference accuracy 62 (chance 50), misc exact match 19, paraphrase 54 (not learned
+           at this size); held-out sentiment 51, i.e. chance: a 1M-parameter byte-level model
+           does not generalise zero-shot to an unseen category — the honest answer at this
+           scale to FLAN's question.
 """
 
 from configs import common
@@ -21,7 +24,7 @@ def get_config():
       vocab_size=384, d_model=128, d_kv=32, d_ff=256, num_layers=2, num_heads=4,
       dropout_rate=0.0, feed_forward_proj="gated-gelu", tie_word_embeddings=False)
   c.lengths.inputs, c.lengths.targets = 128, 32
-  c.train.update(steps=1200, batch_size=32, log_every=50, checkpoint_every=300,
+  c.train.update(steps=1600, batch_size=32, log_every=50, checkpoint_every=300,
                  keep_checkpoints=2, eval_every=0)
   c.optimizer.update(name="adamw", learning_rate=3e-3, schedule="cosine", warmup_steps=100)
   c.mesh.update(data=1, fsdp=-1, model=1)
