@@ -83,10 +83,10 @@ def train(args, config: ml_collections.ConfigDict) -> int:
 
   process_index, process_count = distributed.initialize_from_env()
   train_config = TrainConfig.from_config(config)  # validates before any data or compile work
+  _setup_data(config)
+  _check_vocab_fits(config, config.mixture)  # an unknown mixture fails here, before the workdir
   if process_index == 0:
     cli.prepare_workdir(args.workdir, config, overwrite=args.overwrite)
-  _setup_data(config)
-  _check_vocab_fits(config, config.mixture)
   batch_iter = pipeline.make_batch_iterator(
       config.mixture, "train", lengths={"inputs": config.lengths.inputs,
                                         "targets": config.lengths.targets},

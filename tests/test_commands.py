@@ -99,3 +99,14 @@ def test_multiprocess_launcher_runs_real_steps(tmp_path):
   assert [x["step"] for x in lines] == [1, 2]  # one writer: process 0
   extra = next((workdir / "checkpoints" / "2").glob("extra*"))
   assert extra.exists()
+
+
+def test_unknown_mixture_is_refused_before_the_workdir_is_touched(tmp_path):
+  result = subprocess.run(
+      [sys.executable, str(REPO / "tools" / "launch.py"), "train", "--config", "configs/demo.py",
+       "--workdir", str(tmp_path / "w"), "--config.mixture=toy_holdout_nope"],
+      capture_output=True, text=True, cwd=REPO, timeout=600)
+  assert result.returncode == 2
+  assert "unknown mixture or task 'toy_holdout_nope'" in result.stderr
+  assert "toy_holdout_sentiment" in result.stderr  # the known ones are listed
+  assert not (tmp_path / "w").exists()
