@@ -195,7 +195,7 @@ def test_seqio_toy_mixtures_end_to_end(tmp_path):
   from flanjax.data import tasks as data_tasks
   from flanjax.eval import metrics
 
-  config = T5Config.tiny(vocab_size=320, d_model=32, d_kv=8, d_ff=64, num_layers=1, num_heads=4)
+  config = T5Config.tiny(vocab_size=384, d_model=32, d_kv=8, d_ff=64, num_layers=1, num_heads=4)
   model = T5Model.init(config)
   eval_tasks = evaluate_lib.seqio_eval_tasks("toy_eval_sentiment") + evaluate_lib.seqio_eval_tasks(
       "toy_eval_misc")
@@ -238,7 +238,7 @@ def test_flan_mini_nli_without_test_split_is_reported_on_validation(tmp_path):
     pytest.skip("FLANJAX_DATA_DIR with the real datasets is not set")
   import mixtures  # noqa: F401
 
-  config = T5Config.tiny(vocab_size=320, d_model=32, d_kv=8, d_ff=64, num_layers=1, num_heads=4)
+  config = T5Config.tiny(vocab_size=384, d_model=32, d_kv=8, d_ff=64, num_layers=1, num_heads=4)
   report = evaluate_lib.evaluate(
       T5Model.init(config), "flan_mini_eval_natural_language_inference", split="test",
       max_examples=2, batch_size=8, lengths=(256, 16))
