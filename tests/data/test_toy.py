@@ -39,3 +39,18 @@ def test_toy_mixtures_exist():
   assert set(tasks.task_names_of("toy")) == set(toy.TOY_TASKS)
   assert "toy_sentiment" not in tasks.task_names_of("toy_holdout_sentiment")
   assert set(tasks.task_names_of("toy_eval_sentiment")) == {"toy_sentiment", "toy_sentiment_vote"}
+
+
+def test_toy_vocabulary_is_word_level_and_round_trips_targets(monkeypatch):
+  from flanjax.data import toy
+
+  vocabulary = toy.toy_vocabulary()
+  assert vocabulary.vocab_size <= 384  # fits the demo model
+  for word in toy.NOUNS + toy.GOOD + toy.BAD:
+    last = vocabulary.encode(f"Repeat: {word}")[-1]
+    assert vocabulary.decode([last]).strip() == word, word  # one id per lexicon word
+  for target in ("car egg cup", "abcde", "yes", "positive", "17"):
+    assert vocabulary.decode(vocabulary.encode(target)) == target
+  assert len(vocabulary.encode("Repeat: car egg cup")) < len("Repeat: car egg cup") / 2
+  monkeypatch.setenv(toy.TOY_VOCAB_ENV, "bytes")
+  assert toy.toy_vocabulary().vocab_size == 259
