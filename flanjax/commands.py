@@ -98,8 +98,9 @@ def train(args, config: ml_collections.ConfigDict) -> int:
                                     **_eval_kwargs(config))
   result = loop.train(config, args.workdir, batch_iter, eval_fn=eval_fn)
   if process_index == 0:
-    print(f"trained to step {result.get('step')}; loss {result.get('loss', float('nan')):.4f}; "
-          f"workdir {args.workdir}")
+    loss = result.get("loss")
+    done = f"loss {loss:.4f}" if loss is not None else "the checkpoint was already there"
+    print(f"trained to step {result.get('step')}; {done}; workdir {args.workdir}")
   return 0
 
 
