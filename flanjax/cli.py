@@ -14,6 +14,7 @@ import importlib.util
 import json
 import os
 import pathlib
+import shlex
 import shutil
 import sys
 import time
@@ -177,14 +178,23 @@ def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
   return [] if a == b else [prefix[:-1]]
 
 
+def config_differences(workdir: str, config: ml_collections.ConfigDict) -> list[str] | None:
+  """Keys in which `config` differs from the one recorded in `workdir` (None: nothing recorded).
+
+  Keys that only extend or re-evaluate a run (RESUMABLE_KEYS) do not count.
+  """
+  saved = pathlib.Path(workdir) / "config.json"
+  if not saved.exists():
+    return None
+  current = json.loads(config.to_json_best_effort())
+  return _diff_keys(_comparable(json.loads(saved.read_text())), _comparable(current))
+
+
 def prepare_workdir(workdir: str, config: ml_collections.ConfigDict, *, overwrite: bool) -> None:
   """Records the config; refuses a workdir made by a different config unless `overwrite`."""
   path = pathlib.Path(workdir)
-  saved = path / "config.json"
-  current = json.loads(config.to_json_best_effort())
-  if saved.exists():
-    previous = json.loads(saved.read_text())
-    differs = _diff_keys(_comparable(previous), _comparable(current))
+  differs = config_differences(workdir, config)
+  if differs is not None:
     if differs and not overwrite:
       raise UsageError(
           f"workdir {workdir} was made by a different config (keys {differs[:6]} differ); pass "
@@ -198,7 +208,8 @@ def prepare_workdir(workdir: str, config: ml_collections.ConfigDict, *, overwrit
     raise UsageError(f"workdir {workdir} is not empty and has no config.json from a flanjax run; "
                      "pass --overwrite or choose another --workdir")
   path.mkdir(parents=True, exist_ok=True)
-  saved.write_text(json.dumps(current, indent=2, sort_keys=True))
+  current = json.loads(config.to_json_best_effort())
+  (path / "config.json").write_text(json.dumps(current, indent=2, sort_keys=True))
 
 
 # ------------------------------------------------------------------ launchers
@@ -242,16 +253,11 @@ def launch(args, argv: list[str]) -> int:
     command = launchers.tpu_vm_command(inner, tpu=args.tpu, zone=args.zone,
                                        project=args.project, repo_dir=args.repo_dir)
     if args.dry_run:
-      print(" ".join(_shell_quote(c) for c in command))
+      print(" ".join(shlex.quote(c) for c in command))
       return 0
     return launchers.run_tpu_vm(command)
   raise UsageError(f"unknown --launcher {args.launcher!r}; choose one of "
                    f"{', '.join(launchers.LAUNCHERS)}")
-
-
-def _shell_quote(text: str) -> str:
-  import shlex
-  return shlex.quote(text)
 
 
 # ------------------------------------------------------------------ entry

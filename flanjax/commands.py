@@ -222,13 +222,7 @@ def demo(args, config: ml_collections.ConfigDict) -> int:
 
 def _demo_workdir_is_stale(workdir: str, config) -> bool:
   """A demo workdir from an older demo config is replaced (moved aside) instead of refused."""
-  saved = pathlib.Path(workdir) / "config.json"
-  if not saved.exists():
-    return False
-  import json
-  current = json.loads(config.to_json_best_effort())
-  return bool(cli._diff_keys(cli._comparable(json.loads(saved.read_text())),  # noqa: SLF001
-                             cli._comparable(current)))
+  return bool(cli.config_differences(workdir, config))
 
 
 def run(args, config) -> int:

@@ -112,6 +112,19 @@ def _to_hf(array: np.ndarray, kind: str) -> np.ndarray:
   raise AssertionError(kind)
 
 
+def _hf_shape(shape: tuple[int, ...], kind: str) -> tuple[int, ...]:
+  """The HF tensor shape of one of our parameters: the shape side of `_to_hf`, no array needed."""
+  if kind == "same":
+    return tuple(shape)
+  if kind == "linear":  # [in, out] → [out, in]
+    return tuple(shape[::-1])
+  if kind == "attn_in":  # [d, h, k] → [h*k, d]
+    return (shape[1] * shape[2], shape[0])
+  if kind == "attn_out":  # [h, k, d] → [d, h*k]
+    return (shape[2], shape[0] * shape[1])
+  raise AssertionError(kind)
+
+
 def _set_path(tree: dict, path: tuple[str, ...], value) -> None:
   for key in path[:-1]:
     tree = tree.setdefault(key, {})
@@ -227,8 +240,7 @@ def load_pretrained(path_or_hub_name: str | os.PathLike, dtype: str = "float32")
     array, source = tensors[hf_name]
     if hf_name == "shared.weight" and path == ("logits_dense",):
       kind = "linear"
-    expected = _get_path(shapes, path).shape
-    expected_hf = _to_hf(np.zeros(expected, np.float32), kind).shape
+    expected_hf = _hf_shape(_get_path(shapes, path).shape, kind)
     if array.shape != expected_hf:
       raise CheckpointError(
           f"{source}: tensor {hf_name!r} has shape {list(array.shape)}, but {CONFIG_FILE} implies "
