@@ -54,22 +54,34 @@ def main():
   args = _parse()
   from flanjax.model import hf
   from flanjax.model.config import T5Config
+
   # eos = vocab: never produced, so every row decodes exactly decode_len tokens.
-  config = T5Config(vocab_size=args.vocab, d_model=args.d_model, d_kv=args.d_model // args.heads,
-                    d_ff=args.d_ff, num_layers=args.layers, num_heads=args.heads,
-                    dropout_rate=0.0, feed_forward_proj="gated-gelu", tie_word_embeddings=False,
-                    eos_token_id=args.vocab, dtype=args.dtype)
+  config = T5Config(
+    vocab_size=args.vocab,
+    d_model=args.d_model,
+    d_kv=args.d_model // args.heads,
+    d_ff=args.d_ff,
+    num_layers=args.layers,
+    num_heads=args.heads,
+    dropout_rate=0.0,
+    feed_forward_proj="gated-gelu",
+    tie_word_embeddings=False,
+    eos_token_id=args.vocab,
+    dtype=args.dtype,
+  )
   rng = np.random.default_rng(0)
   input_ids = rng.integers(2, args.vocab, (args.batch, args.in_len)).astype(np.int32)
   model = hf.T5Model.init(config, seed=0)
 
   if args.impl == "flanjax":
+
     def run():
       out = model.generate(input_ids, max_new_tokens=args.decode_len)
       assert out.shape == (args.batch, args.decode_len), out.shape
   else:
     import torch
     import transformers
+
     with tempfile.TemporaryDirectory() as tmp:
       hf.save_pretrained(model, tmp)
       reference = transformers.T5ForConditionalGeneration.from_pretrained(tmp).eval()
@@ -77,17 +89,32 @@ def main():
 
     def run():
       with torch.inference_mode():
-        out = reference.generate(input_ids=ids, max_new_tokens=args.decode_len,
-                                 min_new_tokens=args.decode_len, num_beams=1, do_sample=False,
-                                 eos_token_id=None)
+        out = reference.generate(
+          input_ids=ids,
+          max_new_tokens=args.decode_len,
+          min_new_tokens=args.decode_len,
+          num_beams=1,
+          do_sample=False,
+          eos_token_id=None,
+        )
       assert out.shape == (args.batch, args.decode_len + 1), out.shape
 
   seconds = _time(run, args.repeats)
-  print(json.dumps({
-      "impl": args.impl, "decode_new_tokens_per_second": args.batch * args.decode_len / seconds,
-      "seconds_per_call": seconds, "batch": args.batch, "in_len": args.in_len,
-      "decode_len": args.decode_len, "d_model": args.d_model, "layers": args.layers,
-      "dtype": args.dtype}))
+  print(
+    json.dumps(
+      {
+        "impl": args.impl,
+        "decode_new_tokens_per_second": args.batch * args.decode_len / seconds,
+        "seconds_per_call": seconds,
+        "batch": args.batch,
+        "in_len": args.in_len,
+        "decode_len": args.decode_len,
+        "d_model": args.d_model,
+        "layers": args.layers,
+        "dtype": args.dtype,
+      }
+    )
+  )
 
 
 if __name__ == "__main__":

@@ -46,10 +46,18 @@ def parse_args(argv=None) -> argparse.Namespace:
   parser.add_argument("--in_len", type=int, default=256)
   parser.add_argument("--tgt_len", type=int, default=64)
   parser.add_argument("--feed_forward", default="gated-gelu", choices=("relu", "gated-gelu"))
-  parser.add_argument("--optimizer", default="adafactor", choices=("adafactor", "adamw"),
-                      help="flanjax only (HF always uses torch AdamW)")
-  parser.add_argument("--dtype", default=None, choices=("float32", "bfloat16"),
-                      help="compute dtype; default bfloat16 on accelerators, float32 on CPU")
+  parser.add_argument(
+    "--optimizer",
+    default="adafactor",
+    choices=("adafactor", "adamw"),
+    help="flanjax only (HF always uses torch AdamW)",
+  )
+  parser.add_argument(
+    "--dtype",
+    default=None,
+    choices=("float32", "bfloat16"),
+    help="compute dtype; default bfloat16 on accelerators, float32 on CPU",
+  )
   parser.add_argument("--microbatches", type=int, default=1)
   parser.add_argument("--steps", type=int, default=5, help="timed steps")
   parser.add_argument("--warmup", type=int, default=2, help="untimed steps (compile, warm-up)")
@@ -58,17 +66,30 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def model_config(args, dtype: str) -> T5Config:
-  return T5Config(vocab_size=args.vocab, d_model=args.d_model, d_kv=args.d_model // args.heads,
-                  d_ff=args.d_ff, num_layers=args.layers, num_heads=args.heads,
-                  dropout_rate=0.0, feed_forward_proj=args.feed_forward,
-                  tie_word_embeddings=args.feed_forward == "relu", dtype=dtype)
+  return T5Config(
+    vocab_size=args.vocab,
+    d_model=args.d_model,
+    d_kv=args.d_model // args.heads,
+    d_ff=args.d_ff,
+    num_layers=args.layers,
+    num_heads=args.heads,
+    dropout_rate=0.0,
+    feed_forward_proj=args.feed_forward,
+    tie_word_embeddings=args.feed_forward == "relu",
+    dtype=dtype,
+  )
 
 
 def synthetic_batch(args) -> dict:
   from flanjax.train.synthetic import SyntheticTask
 
-  return SyntheticTask(batch_size=args.batch, input_length=args.in_len, target_length=args.tgt_len,
-                       vocab_size=args.vocab, full=True).global_batch(0)
+  return SyntheticTask(
+    batch_size=args.batch,
+    input_length=args.in_len,
+    target_length=args.tgt_len,
+    vocab_size=args.vocab,
+    full=True,
+  ).global_batch(0)
 
 
 def run_flanjax(args) -> dict:
@@ -89,15 +110,36 @@ def run_flanjax(args) -> dict:
   opt_config = OptimizerConfig(name=args.optimizer, learning_rate=1e-3)
   optimizer = make_optimizer(opt_config, 1000)
   state, shardings = create_train_state(
-      init_fn=lambda rng: t5.init_params(cfg, rng), logical_specs=t5.param_logical_axes(cfg),
-      optimizer=optimizer, mesh=mesh, seed=0)
-  train_config = TrainConfig(model=cfg, optimizer=opt_config, mesh=partitioning.MeshConfig(),
-                             seed=0, steps=1, batch_size=args.batch, input_length=args.in_len,
-                             target_length=args.tgt_len, log_every=1, checkpoint_every=0,
-                             keep_checkpoints=1)
+    init_fn=lambda rng: t5.init_params(cfg, rng),
+    logical_specs=t5.param_logical_axes(cfg),
+    optimizer=optimizer,
+    mesh=mesh,
+    seed=0,
+  )
+  train_config = TrainConfig(
+    model=cfg,
+    optimizer=opt_config,
+    mesh=partitioning.MeshConfig(),
+    seed=0,
+    steps=1,
+    batch_size=args.batch,
+    input_length=args.in_len,
+    target_length=args.tgt_len,
+    log_every=1,
+    checkpoint_every=0,
+    keep_checkpoints=1,
+  )
   step = jit_train_step(
-      make_train_step(_make_apply_fn(train_config), optimizer, make_schedule(opt_config, 1000),
-                      dropout_seed=0, num_microbatches=args.microbatches), shardings, mesh)
+    make_train_step(
+      _make_apply_fn(train_config),
+      optimizer,
+      make_schedule(opt_config, 1000),
+      dropout_seed=0,
+      num_microbatches=args.microbatches,
+    ),
+    shardings,
+    mesh,
+  )
   batch = partitioning.make_global_batch(synthetic_batch(args), mesh)
   for _ in range(args.warmup):
     state, metrics = step(state, batch)
@@ -109,17 +151,33 @@ def run_flanjax(args) -> dict:
   step_seconds = (time.perf_counter() - start) / args.steps
   # The best of two sizes: XLA:CPU is sometimes faster at 2048 than at 4096 (cache blocking),
   # and a higher peak gives the more conservative MFU.
-  measured = max(flops.measure_matmul_peak_flops(size)
-                 for size in (args.peak_matmul_size // 2, args.peak_matmul_size))
-  datasheet = next((peak for prefix, peak in flops.KNOWN_PEAK_FLOPS.items()
-                    if jax.devices()[0].device_kind.startswith(prefix)), None)
+  measured = max(
+    flops.measure_matmul_peak_flops(size)
+    for size in (args.peak_matmul_size // 2, args.peak_matmul_size)
+  )
+  datasheet = next(
+    (
+      peak
+      for prefix, peak in flops.KNOWN_PEAK_FLOPS.items()
+      if jax.devices()[0].device_kind.startswith(prefix)
+    ),
+    None,
+  )
   chips = 1 if platform == "cpu" else jax.device_count()
-  return dict(impl="flanjax", dtype=dtype, optimizer=args.optimizer, device=platform,
-              device_kind=jax.devices()[0].device_kind, devices=jax.device_count(),
-              step_seconds=step_seconds, loss=float(metrics["loss"]),
-              peak_flops_measured=measured * chips, peak_source="jax f32 matmul (best of 2 sizes)",
-              datasheet_peak=datasheet * chips if datasheet else None,
-              params=int(t5.count_params(state.params)))
+  return dict(
+    impl="flanjax",
+    dtype=dtype,
+    optimizer=args.optimizer,
+    device=platform,
+    device_kind=jax.devices()[0].device_kind,
+    devices=jax.device_count(),
+    step_seconds=step_seconds,
+    loss=float(metrics["loss"]),
+    peak_flops_measured=measured * chips,
+    peak_source="jax f32 matmul (best of 2 sizes)",
+    datasheet_peak=datasheet * chips if datasheet else None,
+    params=int(t5.count_params(state.params)),
+  )
 
 
 def run_hf(args) -> dict:
@@ -157,11 +215,19 @@ def run_hf(args) -> dict:
       tick = time.perf_counter()
       a @ b
       best_flops = max(best_flops, 2 * size**3 / (time.perf_counter() - tick))
-  return dict(impl="hf", dtype="float32", optimizer="adamw (torch)", device="cpu",
-              torch_threads=torch.get_num_threads(), step_seconds=step_seconds,
-              loss=float(loss.detach()), peak_flops_measured=best_flops,
-              peak_source="torch f32 matmul (best of 2 sizes)", datasheet_peak=None,
-              params=int(sum(p.numel() for p in model.parameters())))
+  return dict(
+    impl="hf",
+    dtype="float32",
+    optimizer="adamw (torch)",
+    device="cpu",
+    torch_threads=torch.get_num_threads(),
+    step_seconds=step_seconds,
+    loss=float(loss.detach()),
+    peak_flops_measured=best_flops,
+    peak_source="torch f32 matmul (best of 2 sizes)",
+    datasheet_peak=None,
+    params=int(sum(p.numel() for p in model.parameters())),
+  )
 
 
 def main(argv=None) -> None:
@@ -170,17 +236,26 @@ def main(argv=None) -> None:
     raise SystemExit(f"--batch {args.batch} is not divisible by --microbatches {args.microbatches}")
   result = run_flanjax(args) if args.impl == "flanjax" else run_hf(args)
   step_flops = args.batch * flops.train_flops_per_sequence(
-      model_config(args, "float32"), args.in_len, args.tgt_len)
+    model_config(args, "float32"), args.in_len, args.tgt_len
+  )
   tokens = args.batch * (args.in_len + args.tgt_len)
   result.update(
-      shape=dict(d_model=args.d_model, layers=args.layers, heads=args.heads, d_ff=args.d_ff,
-                 vocab=args.vocab, batch=args.batch, in_len=args.in_len, tgt_len=args.tgt_len,
-                 feed_forward=args.feed_forward),
-      train_tokens_per_second=tokens / result["step_seconds"],
-      flops_per_step=step_flops,
-      model_flops_per_second=step_flops / result["step_seconds"],
-      mfu=step_flops / result["step_seconds"] / result["peak_flops_measured"],
-      peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    shape=dict(
+      d_model=args.d_model,
+      layers=args.layers,
+      heads=args.heads,
+      d_ff=args.d_ff,
+      vocab=args.vocab,
+      batch=args.batch,
+      in_len=args.in_len,
+      tgt_len=args.tgt_len,
+      feed_forward=args.feed_forward,
+    ),
+    train_tokens_per_second=tokens / result["step_seconds"],
+    flops_per_step=step_flops,
+    model_flops_per_second=step_flops / result["step_seconds"],
+    mfu=step_flops / result["step_seconds"] / result["peak_flops_measured"],
+    peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
   )
   if result.get("datasheet_peak"):
     result["mfu_vs_datasheet"] = step_flops / result["step_seconds"] / result["datasheet_peak"]

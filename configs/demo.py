@@ -21,11 +21,20 @@ def get_config():
   c.mixture = "toy_holdout_sentiment"
   c.eval_mixtures = ("toy",)
   c.model = common.model_config(
-      vocab_size=384, d_model=128, d_kv=32, d_ff=256, num_layers=2, num_heads=4,
-      dropout_rate=0.0, feed_forward_proj="gated-gelu", tie_word_embeddings=False)
+    vocab_size=384,
+    d_model=128,
+    d_kv=32,
+    d_ff=256,
+    num_layers=2,
+    num_heads=4,
+    dropout_rate=0.0,
+    feed_forward_proj="gated-gelu",
+    tie_word_embeddings=False,
+  )
   c.lengths.inputs, c.lengths.targets = 128, 32
-  c.train.update(steps=1600, batch_size=32, log_every=50, checkpoint_every=300,
-                 keep_checkpoints=2, eval_every=0)
+  c.train.update(
+    steps=1600, batch_size=32, log_every=50, checkpoint_every=300, keep_checkpoints=2, eval_every=0
+  )
   c.optimizer.update(name="adamw", learning_rate=3e-3, schedule="cosine", warmup_steps=100)
   c.mesh.update(data=1, fsdp=-1, model=1)
   c.eval.update(split="test", max_examples=100, batch_size=64)

@@ -16,11 +16,20 @@ def get_config():
   c.mixture = "flan_mini_holdout_sentiment"
   c.eval_mixtures = ("flan_mini",)
   c.model = common.model_config(
-      vocab_size=384, d_model=128, d_kv=32, d_ff=256, num_layers=2, num_heads=4,
-      dropout_rate=0.0, feed_forward_proj="gated-gelu", tie_word_embeddings=False)
+    vocab_size=384,
+    d_model=128,
+    d_kv=32,
+    d_ff=256,
+    num_layers=2,
+    num_heads=4,
+    dropout_rate=0.0,
+    feed_forward_proj="gated-gelu",
+    tie_word_embeddings=False,
+  )
   c.lengths.inputs, c.lengths.targets = 512, 128
-  c.train.update(steps=600, batch_size=16, log_every=25, checkpoint_every=200,
-                 keep_checkpoints=2, eval_every=0)
+  c.train.update(
+    steps=600, batch_size=16, log_every=25, checkpoint_every=200, keep_checkpoints=2, eval_every=0
+  )
   c.optimizer.update(name="adafactor", learning_rate=1e-2, schedule="rsqrt", warmup_steps=100)
   c.eval.update(max_examples=50, batch_size=32)
   return c

@@ -27,8 +27,17 @@ from flanjax import launchers
 COMMANDS = ("train", "eval", "export", "tasks", "show", "vocab", "demo")
 DEMO_CONFIG = "configs/demo.py"
 # Keys a resumed or extended run may change without being "a different config".
-RESUMABLE_KEYS = ("train.steps", "train.log_every", "train.checkpoint_every", "train.eval_every",
-                  "train.keep_checkpoints", "eval_mixtures", "eval", "data_dir", "mesh")
+RESUMABLE_KEYS = (
+  "train.steps",
+  "train.log_every",
+  "train.checkpoint_every",
+  "train.eval_every",
+  "train.keep_checkpoints",
+  "eval_mixtures",
+  "eval",
+  "data_dir",
+  "mesh",
+)
 
 
 class UsageError(ValueError):
@@ -37,17 +46,23 @@ class UsageError(ValueError):
 
 # ------------------------------------------------------------------ parsing
 def build_parser() -> argparse.ArgumentParser:
-  p = argparse.ArgumentParser(prog="tools/launch.py", description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p = argparse.ArgumentParser(
+    prog="tools/launch.py",
+    description=__doc__,
+    formatter_class=argparse.RawDescriptionHelpFormatter,
+  )
   p.add_argument("command", help=f"one of {', '.join(COMMANDS)}")
   p.add_argument("--config", help="an ml_collections config file, e.g. configs/demo.py")
   p.add_argument("--workdir", help="run directory: checkpoints/, metrics.jsonl, eval/, ...")
   p.add_argument("--launcher", default="local", help=f"one of {', '.join(launchers.LAUNCHERS)}")
   p.add_argument("--num_processes", type=int, default=2, help="multiprocess: local processes")
   p.add_argument("--dry_run", action="store_true", help="slurm / tpu-vm: print, do not run")
-  p.add_argument("--overwrite", action="store_true",
-                 help="train: start afresh in a workdir made by another config (the old one is "
-                      "moved aside, never deleted)")
+  p.add_argument(
+    "--overwrite",
+    action="store_true",
+    help="train: start afresh in a workdir made by another config (the old one is "
+    "moved aside, never deleted)",
+  )
   p.add_argument("--checkpoint", type=int, default=None, help="eval/export: step (default latest)")
   p.add_argument("--hf_model", default=None, help="eval: an HF T5 directory or hub name")
   p.add_argument("--out", default=None, help="export: output dir; vocab: output .model path")
@@ -76,7 +91,7 @@ def split_overrides(argv: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
   while i < len(argv):
     arg = argv[i]
     if arg.startswith("--config."):
-      key, eq, value = arg[len("--config."):].partition("=")
+      key, eq, value = arg[len("--config.") :].partition("=")
       if not eq:
         if i + 1 >= len(argv):
           raise UsageError(f"--config.{key} needs a value")
@@ -128,8 +143,11 @@ def _parse_value(raw: str, current: Any, field_type: type | None, key: str) -> A
     if target in (int, float):
       return target(ast.literal_eval(raw)) if target is int else float(raw)
     if target in (tuple, list):
-      value = ast.literal_eval(raw) if raw[:1] in "([" else tuple(
-          v.strip() for v in raw.split(",") if v.strip())
+      value = (
+        ast.literal_eval(raw)
+        if raw[:1] in "(["
+        else tuple(v.strip() for v in raw.split(",") if v.strip())
+      )
       return target(value if isinstance(value, (tuple, list)) else (value,))
     if target is str:
       return raw
@@ -197,16 +215,19 @@ def prepare_workdir(workdir: str, config: ml_collections.ConfigDict, *, overwrit
   if differs is not None:
     if differs and not overwrite:
       raise UsageError(
-          f"workdir {workdir} was made by a different config (keys {differs[:6]} differ); pass "
-          "--overwrite to start afresh (the old workdir is moved aside, not deleted) or choose "
-          "another --workdir")
+        f"workdir {workdir} was made by a different config (keys {differs[:6]} differ); pass "
+        "--overwrite to start afresh (the old workdir is moved aside, not deleted) or choose "
+        "another --workdir"
+      )
     if differs:
       aside = path.with_name(f"{path.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
       shutil.move(str(path), aside)
       print(f"moved the previous run to {aside}")
   elif path.exists() and any(path.iterdir()) and not overwrite:
-    raise UsageError(f"workdir {workdir} is not empty and has no config.json from a flanjax run; "
-                     "pass --overwrite or choose another --workdir")
+    raise UsageError(
+      f"workdir {workdir} is not empty and has no config.json from a flanjax run; "
+      "pass --overwrite or choose another --workdir"
+    )
   path.mkdir(parents=True, exist_ok=True)
   current = json.loads(config.to_json_best_effort())
   (path / "config.json").write_text(json.dumps(current, indent=2, sort_keys=True))
@@ -216,9 +237,19 @@ def prepare_workdir(workdir: str, config: ml_collections.ConfigDict, *, overwrit
 def _relaunch_args(argv: list[str]) -> list[str]:
   """argv without the launcher flags (each process runs it with --launcher local)."""
   out, skip = [], False
-  drop_with_value = {"--launcher", "--num_processes", "--tpu", "--zone", "--project",
-                     "--nodes", "--gpus_per_node", "--partition", "--time", "--job_name",
-                     "--repo_dir"}
+  drop_with_value = {
+    "--launcher",
+    "--num_processes",
+    "--tpu",
+    "--zone",
+    "--project",
+    "--nodes",
+    "--gpus_per_node",
+    "--partition",
+    "--time",
+    "--job_name",
+    "--repo_dir",
+  }
   for arg in argv:
     if skip:
       skip = False
@@ -240,9 +271,14 @@ def launch(args, argv: list[str]) -> int:
     return launchers.run_multiprocess(inner, args.num_processes)
   if args.launcher == "slurm":
     script = launchers.slurm_script(
-        inner, nodes=args.nodes, gpus_per_node=args.gpus_per_node, job_name=args.job_name,
-        time_limit=args.time, partition=args.partition,
-        workdir_for_logs=args.workdir or ".")
+      inner,
+      nodes=args.nodes,
+      gpus_per_node=args.gpus_per_node,
+      job_name=args.job_name,
+      time_limit=args.time,
+      partition=args.partition,
+      workdir_for_logs=args.workdir or ".",
+    )
     if args.dry_run:
       print(script, end="")
       return 0
@@ -250,14 +286,16 @@ def launch(args, argv: list[str]) -> int:
     print(launchers.submit_slurm(script, path), end="")
     return 0
   if args.launcher == "tpu-vm":
-    command = launchers.tpu_vm_command(inner, tpu=args.tpu, zone=args.zone,
-                                       project=args.project, repo_dir=args.repo_dir)
+    command = launchers.tpu_vm_command(
+      inner, tpu=args.tpu, zone=args.zone, project=args.project, repo_dir=args.repo_dir
+    )
     if args.dry_run:
       print(" ".join(shlex.quote(c) for c in command))
       return 0
     return launchers.run_tpu_vm(command)
-  raise UsageError(f"unknown --launcher {args.launcher!r}; choose one of "
-                   f"{', '.join(launchers.LAUNCHERS)}")
+  raise UsageError(
+    f"unknown --launcher {args.launcher!r}; choose one of {', '.join(launchers.LAUNCHERS)}"
+  )
 
 
 # ------------------------------------------------------------------ entry
@@ -268,11 +306,11 @@ def main(argv: list[str]) -> int:
     if args.command not in COMMANDS:
       close = difflib.get_close_matches(args.command, COMMANDS, n=1)
       hint = f"; did you mean {close[0]!r}?" if close else ""
-      raise UsageError(f"unknown command {args.command!r}{hint} (commands: "
-                       f"{', '.join(COMMANDS)})")
+      raise UsageError(f"unknown command {args.command!r}{hint} (commands: {', '.join(COMMANDS)})")
     if args.launcher not in launchers.LAUNCHERS:
-      raise UsageError(f"unknown --launcher {args.launcher!r}; choose one of "
-                       f"{', '.join(launchers.LAUNCHERS)}")
+      raise UsageError(
+        f"unknown --launcher {args.launcher!r}; choose one of {', '.join(launchers.LAUNCHERS)}"
+      )
     if args.command == "demo" and not args.config:
       args.config = DEMO_CONFIG
     config = None
@@ -287,6 +325,7 @@ def main(argv: list[str]) -> int:
         raise UsageError(f"--launcher {args.launcher} is for train/eval/export")
       return launch(args, list(argv))
     from flanjax import commands  # heavy imports (jax, seqio) only when something runs
+
     return commands.run(args, config)
   except (UsageError, launchers.LaunchError) as e:
     print(f"error: {e}", file=sys.stderr)

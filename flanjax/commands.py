@@ -19,6 +19,7 @@ from flanjax import cli
 def _setup_data(config: ml_collections.ConfigDict | None) -> None:
   """Points the data layer at the data dir and vocabulary, then registers every task."""
   from flanjax.data import sources, vocab
+
   if config is not None:
     if config.get("data_dir"):
       sources.set_data_dir(config.data_dir)
@@ -39,16 +40,19 @@ def _pretrained_vocab(init_from: str) -> str:
     return path if os.path.isfile(path) else ""
   try:
     from huggingface_hub import hf_hub_download
+
     return hf_hub_download(init_from, "spiece.model")
   except Exception as e:  # noqa: BLE001 — offline, unknown repo, ...
     raise cli.UsageError(
-        f"config.init_from={init_from!r}: could not fetch its spiece.model from the Hugging Face "
-        f"hub ({type(e).__name__}); download the model and pass its directory as "
-        "--config.init_from (or set --config.vocab)") from e
+      f"config.init_from={init_from!r}: could not fetch its spiece.model from the Hugging Face "
+      f"hub ({type(e).__name__}); download the model and pass its directory as "
+      "--config.init_from (or set --config.vocab)"
+    ) from e
 
 
 def _vocabulary_of(name: str):
   from flanjax.eval import evaluate
+
   return evaluate.seqio_vocabulary(name)
 
 
@@ -56,18 +60,24 @@ def _check_vocab_fits(config: ml_collections.ConfigDict, mixture: str) -> None:
   size = _vocabulary_of(mixture).vocab_size
   if size > config.model.vocab_size:
     raise cli.UsageError(
-        f"mixture {mixture!r} uses a vocabulary of {size} ids but config.model.vocab_size="
-        f"{config.model.vocab_size}; raise --config.model.vocab_size (T5 pads to a multiple of "
-        "128)")
+      f"mixture {mixture!r} uses a vocabulary of {size} ids but config.model.vocab_size="
+      f"{config.model.vocab_size}; raise --config.model.vocab_size (T5 pads to a multiple of "
+      "128)"
+    )
 
 
 def _eval_kwargs(config: ml_collections.ConfigDict) -> dict[str, Any]:
   e = config.eval
-  return dict(split=e.split, selection_split=e.selection_split,
-              max_examples=e.max_examples or None, batch_size=e.batch_size,
-              num_beams=e.num_beams, length_normalize=e.length_normalize,
-              lengths=(config.lengths.inputs, config.lengths.targets),
-              train_mixture=config.mixture)
+  return dict(
+    split=e.split,
+    selection_split=e.selection_split,
+    max_examples=e.max_examples or None,
+    batch_size=e.batch_size,
+    num_beams=e.num_beams,
+    length_normalize=e.length_normalize,
+    lengths=(config.lengths.inputs, config.lengths.targets),
+    train_mixture=config.mixture,
+  )
 
 
 def _eval_names(config: ml_collections.ConfigDict) -> list[str]:
@@ -88,14 +98,20 @@ def train(args, config: ml_collections.ConfigDict) -> int:
   if process_index == 0:
     cli.prepare_workdir(args.workdir, config, overwrite=args.overwrite)
   batch_iter = pipeline.make_batch_iterator(
-      config.mixture, "train", lengths={"inputs": config.lengths.inputs,
-                                        "targets": config.lengths.targets},
-      batch_size=config.train.batch_size // process_count, seed=config.seed,
-      pack=config.train.pack, shard_index=process_index, num_shards=process_count)
+    config.mixture,
+    "train",
+    lengths={"inputs": config.lengths.inputs, "targets": config.lengths.targets},
+    batch_size=config.train.batch_size // process_count,
+    seed=config.seed,
+    pack=config.train.pack,
+    shard_index=process_index,
+    num_shards=process_count,
+  )
   eval_fn = None
   if config.train.eval_every:
-    eval_fn = evaluate.make_eval_fn(train_config.model, _eval_names(config), args.workdir,
-                                    **_eval_kwargs(config))
+    eval_fn = evaluate.make_eval_fn(
+      train_config.model, _eval_names(config), args.workdir, **_eval_kwargs(config)
+    )
   result = loop.train(config, args.workdir, batch_iter, eval_fn=eval_fn)
   if process_index == 0:
     loss = result.get("loss")
@@ -130,9 +146,11 @@ def restore_model(config: ml_collections.ConfigDict, workdir: str, step: int | N
   tc.validate(jax.device_count(), jax.process_count())
   mesh = partitioning.make_mesh(tc.mesh)
   abstract, shardings = abstract_train_state(
-      init_fn=lambda rng: t5.init_params(tc.model, rng),
-      logical_specs=t5.param_logical_axes(tc.model),
-      optimizer=make_optimizer(tc.optimizer, tc.steps), mesh=mesh)
+    init_fn=lambda rng: t5.init_params(tc.model, rng),
+    logical_specs=t5.param_logical_axes(tc.model),
+    optimizer=make_optimizer(tc.optimizer, tc.steps),
+    mesh=mesh,
+  )
   with jax.set_mesh(mesh):
     state = checkpointer.restore_state(step, abstract_with_shardings(abstract, shardings))
   params = jax.tree.map(np.asarray, jax.device_get(state.params))
@@ -155,8 +173,9 @@ def evaluate_command(args, config: ml_collections.ConfigDict) -> int:
   else:
     model, step = restore_model(config, args.workdir, args.checkpoint)
     out_dir = pathlib.Path(args.workdir) / "eval" / f"step_{step}"
-  results = evaluate.evaluate(model, _eval_names(config), out_dir=out_dir, step=step,
-                              **_eval_kwargs(config))
+  results = evaluate.evaluate(
+    model, _eval_names(config), out_dir=out_dir, step=step, **_eval_kwargs(config)
+  )
   print(report.render_markdown(results))
   print(f"report: {out_dir}/report.md (also report.json, report.png)")
   return 0
@@ -177,6 +196,7 @@ def export(args, config: ml_collections.ConfigDict) -> int:
   hf.save_pretrained(model, args.out, tokenizer_dir=vocab_source)
   if vocab_path and os.path.isfile(vocab_path):  # a bare .model file: ship it as spiece.model
     import shutil
+
     shutil.copy(vocab_path, os.path.join(args.out, "spiece.model"))
   print(f"exported step {step} to {args.out}")
   return 0
@@ -184,6 +204,7 @@ def export(args, config: ml_collections.ConfigDict) -> int:
 
 def tasks(args, config) -> int:
   from flanjax.data import cli as data_cli
+
   _setup_data(config)
   data_cli.list_tasks(out=sys.stdout)
   return 0
@@ -191,6 +212,7 @@ def tasks(args, config) -> int:
 
 def show(args, config) -> int:
   from flanjax.data import cli as data_cli
+
   if not args.task:
     raise cli.UsageError("show needs --task NAME (see `tools/launch.py tasks`)")
   _setup_data(config)
@@ -200,6 +222,7 @@ def show(args, config) -> int:
 
 def vocab_command(args, config) -> int:
   from flanjax.data import cli as data_cli
+
   if not (args.mixture and args.out):
     raise cli.UsageError("vocab needs --mixture NAME --size N --out PATH")
   _setup_data(config)
@@ -226,8 +249,15 @@ def _demo_workdir_is_stale(workdir: str, config) -> bool:
 
 
 def run(args, config) -> int:
-  handlers = {"train": train, "eval": evaluate_command, "export": export, "tasks": tasks,
-              "show": show, "vocab": vocab_command, "demo": demo}
+  handlers = {
+    "train": train,
+    "eval": evaluate_command,
+    "export": export,
+    "tasks": tasks,
+    "show": show,
+    "vocab": vocab_command,
+    "demo": demo,
+  }
   try:
     return handlers[args.command](args, config)
   except cli.UsageError:

@@ -41,13 +41,15 @@ def free_port() -> int:
 
 def local_command(args: Sequence[str], python: str | None = None) -> list[str]:
   """The per-process command: this script with the same arguments, launched locally."""
-  script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools",
-                        "launch.py")
+  script = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools", "launch.py"
+  )
   return [python or sys.executable, script, *args, "--launcher", "local"]
 
 
-def run_multiprocess(args: Sequence[str], num_processes: int, *, env: dict | None = None,
-                     timeout: float | None = None) -> int:
+def run_multiprocess(
+  args: Sequence[str], num_processes: int, *, env: dict | None = None, timeout: float | None = None
+) -> int:
   """Runs `num_processes` local copies wired with jax.distributed on a loopback coordinator.
 
   Returns the first non-zero exit code (the others are then stopped), or 0.
@@ -58,8 +60,13 @@ def run_multiprocess(args: Sequence[str], num_processes: int, *, env: dict | Non
   procs = []
   for process_id in range(num_processes):
     proc_env = dict(os.environ if env is None else env)
-    proc_env.update({COORDINATOR_ENV: coordinator, NUM_PROCESSES_ENV: str(num_processes),
-                     PROCESS_ID_ENV: str(process_id)})
+    proc_env.update(
+      {
+        COORDINATOR_ENV: coordinator,
+        NUM_PROCESSES_ENV: str(num_processes),
+        PROCESS_ID_ENV: str(process_id),
+      }
+    )
     procs.append(subprocess.Popen(local_command(args), env=proc_env))
   deadline = None if timeout is None else time.monotonic() + timeout
   code = 0
@@ -83,34 +90,43 @@ def run_multiprocess(args: Sequence[str], num_processes: int, *, env: dict | Non
   return code
 
 
-def slurm_script(args: Sequence[str], *, nodes: int, gpus_per_node: int, job_name: str,
-                 time_limit: str = "24:00:00", partition: str | None = None,
-                 workdir_for_logs: str = ".", repo_dir: str | None = None,
-                 python: str = "python") -> str:
+def slurm_script(
+  args: Sequence[str],
+  *,
+  nodes: int,
+  gpus_per_node: int,
+  job_name: str,
+  time_limit: str = "24:00:00",
+  partition: str | None = None,
+  workdir_for_logs: str = ".",
+  repo_dir: str | None = None,
+  python: str = "python",
+) -> str:
   """An sbatch script: one task per GPU, coordinator = first node of the allocation."""
   repo_dir = repo_dir or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  command = " ".join(shlex.quote(a) for a in
-                     [python, "tools/launch.py", *args, "--launcher", "local"])
+  command = " ".join(
+    shlex.quote(a) for a in [python, "tools/launch.py", *args, "--launcher", "local"]
+  )
   lines = [
-      "#!/bin/bash",
-      f"#SBATCH --job-name={job_name}",
-      f"#SBATCH --nodes={nodes}",
-      f"#SBATCH --ntasks-per-node={gpus_per_node}",
-      f"#SBATCH --gpus-per-node={gpus_per_node}",
-      f"#SBATCH --time={time_limit}",
-      f"#SBATCH --output={workdir_for_logs}/slurm-%j.out",
+    "#!/bin/bash",
+    f"#SBATCH --job-name={job_name}",
+    f"#SBATCH --nodes={nodes}",
+    f"#SBATCH --ntasks-per-node={gpus_per_node}",
+    f"#SBATCH --gpus-per-node={gpus_per_node}",
+    f"#SBATCH --time={time_limit}",
+    f"#SBATCH --output={workdir_for_logs}/slurm-%j.out",
   ]
   if partition:
     lines.append(f"#SBATCH --partition={partition}")
   lines += [
-      "set -euo pipefail",
-      f"cd {shlex.quote(repo_dir)}",
-      "# jax.distributed: process 0 on the first node coordinates; each task is one process/GPU.",
-      'COORDINATOR_HOST=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)',
-      f"export {COORDINATOR_ENV}=\"$COORDINATOR_HOST:{SLURM_PORT}\"",
-      f"export {NUM_PROCESSES_ENV}=\"$SLURM_NTASKS\"",
-      f"srun --kill-on-bad-exit=1 bash -c 'export {PROCESS_ID_ENV}=$SLURM_PROCID; "
-      f"export CUDA_VISIBLE_DEVICES=$SLURM_LOCALID; exec {command}'",
+    "set -euo pipefail",
+    f"cd {shlex.quote(repo_dir)}",
+    "# jax.distributed: process 0 on the first node coordinates; each task is one process/GPU.",
+    'COORDINATOR_HOST=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)',
+    f'export {COORDINATOR_ENV}="$COORDINATOR_HOST:{SLURM_PORT}"',
+    f'export {NUM_PROCESSES_ENV}="$SLURM_NTASKS"',
+    f"srun --kill-on-bad-exit=1 bash -c 'export {PROCESS_ID_ENV}=$SLURM_PROCID; "
+    f"export CUDA_VISIBLE_DEVICES=$SLURM_LOCALID; exec {command}'",
   ]
   return "\n".join(lines) + "\n"
 
@@ -118,21 +134,30 @@ def slurm_script(args: Sequence[str], *, nodes: int, gpus_per_node: int, job_nam
 def submit_slurm(script: str, path: str) -> str:
   if shutil.which("sbatch") is None:
     raise LaunchError(
-        "sbatch is not installed on this machine: run this on a SLURM login node, or use "
-        f"--dry_run to print the script (it was not written to {path})")
+      "sbatch is not installed on this machine: run this on a SLURM login node, or use "
+      f"--dry_run to print the script (it was not written to {path})"
+    )
   os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
   with open(path, "w") as f:
     f.write(script)
   return subprocess.run(["sbatch", path], check=True, capture_output=True, text=True).stdout
 
 
-def tpu_vm_command(args: Sequence[str], *, tpu: str, zone: str, project: str | None = None,
-                   repo_dir: str = "~/flanjax", python: str = "python3") -> list[str]:
+def tpu_vm_command(
+  args: Sequence[str],
+  *,
+  tpu: str,
+  zone: str,
+  project: str | None = None,
+  repo_dir: str = "~/flanjax",
+  python: str = "python3",
+) -> list[str]:
   """The gcloud command running the same launch on every host of a TPU VM slice."""
   if not tpu or not zone:
     raise LaunchError("the tpu-vm launcher needs --tpu NAME and --zone ZONE")
-  remote = " ".join(shlex.quote(a) for a in
-                    [python, "tools/launch.py", *args, "--launcher", "local"])
+  remote = " ".join(
+    shlex.quote(a) for a in [python, "tools/launch.py", *args, "--launcher", "local"]
+  )
   command = ["gcloud", "compute", "tpus", "tpu-vm", "ssh", tpu, f"--zone={zone}"]
   if project:
     command.append(f"--project={project}")
@@ -143,6 +168,7 @@ def tpu_vm_command(args: Sequence[str], *, tpu: str, zone: str, project: str | N
 def run_tpu_vm(command: list[str]) -> int:
   if shutil.which("gcloud") is None:
     raise LaunchError(
-        "gcloud is not installed: install the Google Cloud CLI and run `gcloud auth login`, or "
-        "use --dry_run to print the command")
+      "gcloud is not installed: install the Google Cloud CLI and run `gcloud auth login`, or "
+      "use --dry_run to print the command"
+    )
   return subprocess.run(command, check=False).returncode

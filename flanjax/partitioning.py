@@ -38,15 +38,15 @@ BATCH_MESH_AXES = ("data", "fsdp")
 # FSDP-sharded) and heads/mlp/vocab over model (Megatron-style tensor parallelism).
 # Activations: `batch` takes data x fsdp, so their `embed` falls back to unsharded.
 LOGICAL_AXIS_RULES: tuple[tuple[str, Any], ...] = (
-    ("batch", BATCH_MESH_AXES),
-    ("vocab", "model"),
-    ("heads", "model"),
-    ("mlp", "model"),
-    ("embed", "fsdp"),
-    ("embed", None),
-    ("length", None),
-    ("kv", None),
-    ("relpos_buckets", None),
+  ("batch", BATCH_MESH_AXES),
+  ("vocab", "model"),
+  ("heads", "model"),
+  ("mlp", "model"),
+  ("embed", "fsdp"),
+  ("embed", None),
+  ("length", None),
+  ("kv", None),
+  ("relpos_buckets", None),
 )
 
 
@@ -71,13 +71,15 @@ class MeshConfig:
     if fill:
       if num_devices % known:
         raise ValueError(
-            f"mesh: the fixed axes ({self._describe()}) multiply to {known}, which does not divide "
-            f"{num_devices} devices")
+          f"mesh: the fixed axes ({self._describe()}) multiply to {known}, which does not divide "
+          f"{num_devices} devices"
+        )
       sizes[fill[0]] = num_devices // known
     elif known != num_devices:
       raise ValueError(
-          f"mesh: {self._describe()} needs {known} devices but {num_devices} are available; "
-          "set one of mesh.data / mesh.fsdp / mesh.model to -1 or fix the sizes")
+        f"mesh: {self._describe()} needs {known} devices but {num_devices} are available; "
+        "set one of mesh.data / mesh.fsdp / mesh.model to -1 or fix the sizes"
+      )
     return sizes["data"], sizes["fsdp"], sizes["model"]
 
   def _describe(self) -> str:
@@ -96,8 +98,9 @@ def make_mesh(config: MeshConfig, devices: Sequence[jax.Device] | None = None) -
   return Mesh(device_grid, MESH_AXES, axis_types=(jax.sharding.AxisType.Auto,) * len(MESH_AXES))
 
 
-def logical_to_mesh_spec(logical: PartitionSpec,
-                         rules: Sequence[tuple[str, Any]] = LOGICAL_AXIS_RULES) -> PartitionSpec:
+def logical_to_mesh_spec(
+  logical: PartitionSpec, rules: Sequence[tuple[str, Any]] = LOGICAL_AXIS_RULES
+) -> PartitionSpec:
   """Translates one PartitionSpec of logical names into one of mesh axis names."""
   return nn.logical_to_mesh_axes(tuple(logical), rules)
 
@@ -119,24 +122,30 @@ def fit_spec_to_shape(spec: PartitionSpec, shape: Sequence[int], mesh: Mesh) -> 
   return PartitionSpec(*fitted)
 
 
-def param_shardings(logical_specs: Any, abstract_params: Any, mesh: Mesh,
-                    rules: Sequence[tuple[str, Any]] = LOGICAL_AXIS_RULES) -> Any:
+def param_shardings(
+  logical_specs: Any,
+  abstract_params: Any,
+  mesh: Mesh,
+  rules: Sequence[tuple[str, Any]] = LOGICAL_AXIS_RULES,
+) -> Any:
   """NamedShardings for a parameter tree from its logical PartitionSpecs and shapes."""
 
   def one(logical, abstract):
     spec = fit_spec_to_shape(logical_to_mesh_spec(logical, rules), abstract.shape, mesh)
     return NamedSharding(mesh, spec)
 
-  return jax.tree.map(one, logical_specs, abstract_params,
-                      is_leaf=lambda x: isinstance(x, PartitionSpec))
+  return jax.tree.map(
+    one, logical_specs, abstract_params, is_leaf=lambda x: isinstance(x, PartitionSpec)
+  )
 
 
 def _path_names(path) -> tuple[str, ...]:
   return tuple(str(getattr(key, "key", getattr(key, "name", key))) for key in path)
 
 
-def derived_state_shardings(abstract_tree: Any, abstract_params: Any, params_shardings: Any,
-                            mesh: Mesh) -> Any:
+def derived_state_shardings(
+  abstract_tree: Any, abstract_params: Any, params_shardings: Any, mesh: Mesh
+) -> Any:
   """Shardings for a tree whose leaves mirror parameters (optimizer state, gradients).
 
   Each leaf is matched to the parameter whose path is a suffix of its own path. A leaf of the
@@ -148,8 +157,8 @@ def derived_state_shardings(abstract_tree: Any, abstract_params: Any, params_sha
   for path, leaf in jax.tree_util.tree_flatten_with_path(abstract_params)[0]:
     by_path[_path_names(path)] = leaf.shape
   shardings_by_path = {
-      _path_names(path): sharding
-      for path, sharding in jax.tree_util.tree_flatten_with_path(params_shardings)[0]
+    _path_names(path): sharding
+    for path, sharding in jax.tree_util.tree_flatten_with_path(params_shardings)[0]
   }
   replicated = NamedSharding(mesh, PartitionSpec())
 
@@ -166,8 +175,8 @@ def derived_state_shardings(abstract_tree: Any, abstract_params: Any, params_sha
         return NamedSharding(mesh, PartitionSpec(*spec))
       if len(shape) == len(param_shape) - 1:
         for removed in reversed(range(len(param_shape))):
-          if tuple(param_shape[:removed]) + tuple(param_shape[removed + 1:]) == tuple(shape):
-            reduced = PartitionSpec(*(spec[:removed] + spec[removed + 1:]))
+          if tuple(param_shape[:removed]) + tuple(param_shape[removed + 1 :]) == tuple(shape):
+            reduced = PartitionSpec(*(spec[:removed] + spec[removed + 1 :]))
             return NamedSharding(mesh, fit_spec_to_shape(reduced, shape, mesh))
       return replicated
     return replicated

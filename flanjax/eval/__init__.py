@@ -3,4 +3,3 @@ scoring and a readable report (report.json / report.md / report.png).
 
 `flanjax.eval.rank` and `flanjax.eval.scoring` import no TensorFlow; import submodules directly.
 """
-

@@ -118,24 +118,37 @@ def seqio_eval_tasks(mixture_or_task: str, vocabulary=None) -> list[EvalTask]:
 
     @functools.cache
     def load(split, max_examples, task=task, info=info):
-      dataset = task.get_dataset(sequence_length=None, split=split, shuffle=False, num_epochs=1,
-                                 use_cached=False)
+      dataset = task.get_dataset(
+        sequence_length=None, split=split, shuffle=False, num_epochs=1, use_cached=False
+      )
       if max_examples is not None:  # records are rendered with every eval template in turn
         dataset = dataset.take(max_examples * max(1, len(info.eval_template_ids)))
-      examples = (EvalExample(
-          input_ids=(tuple(int(t) for t in ex["inputs"]) if vocabulary is None else
-                     tuple(vocabulary.encode(_as_text(ex["inputs_pretokenized"])))
-                     + (int(vocabulary.eos_id),)),
+      examples = (
+        EvalExample(
+          input_ids=(
+            tuple(int(t) for t in ex["inputs"])
+            if vocabulary is None
+            else tuple(vocabulary.encode(_as_text(ex["inputs_pretokenized"])))
+            + (int(vocabulary.eos_id),)
+          ),
           target=_as_text(ex["targets_pretokenized"]),
           template_id=str(int(ex["template_id"])),
           options=tuple(templates_lib.split_options(ex["options"])),
           input_text=_as_text(ex["inputs_pretokenized"]),
-      ) for ex in dataset.as_numpy_iterator())
+        )
+        for ex in dataset.as_numpy_iterator()
+      )
       return tuple(_limit_per_template(examples, max_examples))
 
-    eval_tasks.append(EvalTask(name=name, category=info.category,
-                               metric_names=tuple(info.metrics), splits=tuple(task.splits),
-                               load=load))
+    eval_tasks.append(
+      EvalTask(
+        name=name,
+        category=info.category,
+        metric_names=tuple(info.metrics),
+        splits=tuple(task.splits),
+        load=load,
+      )
+    )
   return eval_tasks
 
 
@@ -151,8 +164,9 @@ def heldout_categories_of(train_mixture: str, eval_tasks: Sequence[EvalTask]) ->
   """Categories of `eval_tasks` that no task of the training mixture belongs to."""
   from flanjax.data import tasks as data_tasks
 
-  train_categories = [data_tasks.get_task_info(n).category
-                      for n in data_tasks.task_names_of(train_mixture)]
+  train_categories = [
+    data_tasks.get_task_info(n).category for n in data_tasks.task_names_of(train_mixture)
+  ]
   return scoring.heldout_categories(train_categories, [t.category for t in eval_tasks])
 
 
@@ -191,12 +205,21 @@ def _generate(model, input_tokens: np.ndarray, max_new_tokens: int, num_beams: i
   """[b, l] → [b, <=max_new_tokens] generated ids, through `model.generate` (T5Model)."""
   mask = (input_tokens != 0).astype(np.int32)
   if hasattr(model, "generate"):
-    return np.asarray(model.generate(input_tokens, attention_mask=mask,
-                                     max_new_tokens=max_new_tokens, num_beams=num_beams))
+    return np.asarray(
+      model.generate(
+        input_tokens, attention_mask=mask, max_new_tokens=max_new_tokens, num_beams=num_beams
+      )
+    )
   from flanjax.model import decode
 
-  return decode.generate(model.config, model.params, input_tokens, mask,
-                         max_new_tokens=max_new_tokens, num_beams=num_beams)
+  return decode.generate(
+    model.config,
+    model.params,
+    input_tokens,
+    mask,
+    max_new_tokens=max_new_tokens,
+    num_beams=num_beams,
+  )
 
 
 def _strip(ids: Sequence[int], eos_id: int) -> list[int]:
@@ -211,17 +234,25 @@ def _strip(ids: Sequence[int], eos_id: int) -> list[int]:
   return out
 
 
-def _decode_predictions(model, vocabulary, examples: Sequence[EvalExample], *, batch_size: int,
-                        input_length: int, max_new_tokens: int, num_beams: int,
-                        eos_id: int) -> list[str]:
+def _decode_predictions(
+  model,
+  vocabulary,
+  examples: Sequence[EvalExample],
+  *,
+  batch_size: int,
+  input_length: int,
+  max_new_tokens: int,
+  num_beams: int,
+  eos_id: int,
+) -> list[str]:
   predictions = []
   for start in range(0, len(examples), batch_size):
-    batch = examples[start:start + batch_size]
+    batch = examples[start : start + batch_size]
     # Padding rows hold a lone EOS so every row attends to something; their outputs are dropped.
     rows = [e.input_ids for e in batch] + [(eos_id,)] * (batch_size - len(batch))
     tokens = rank_lib.pad_rows(rows, input_length)  # [batch_size, input_length]
     generated = _generate(model, tokens, max_new_tokens, num_beams)  # [batch_size, <=new]
-    predictions += [vocabulary.decode(_strip(g, eos_id)) for g in generated[:len(batch)]]
+    predictions += [vocabulary.decode(_strip(g, eos_id)) for g in generated[: len(batch)]]
   return predictions
 
 
@@ -233,28 +264,41 @@ class _TaskShapes:
   num_options: int
 
 
-def _task_shapes(examples: Sequence[EvalExample], option_ids: Mapping[str, Sequence[int]],
-                 lengths: EvalLengths) -> _TaskShapes:
+def _task_shapes(
+  examples: Sequence[EvalExample], option_ids: Mapping[str, Sequence[int]], lengths: EvalLengths
+) -> _TaskShapes:
   longest_input = max(len(e.input_ids) for e in examples)
   longest_option = max((len(v) for v in option_ids.values()), default=1)
   return _TaskShapes(
-      input_length=rank_lib.bucket_length(longest_input, lengths.inputs),
-      target_length=rank_lib.bucket_length(longest_option, lengths.targets),
-      num_options=max((len(e.options) for e in examples), default=0))
+    input_length=rank_lib.bucket_length(longest_input, lengths.inputs),
+    target_length=rank_lib.bucket_length(longest_option, lengths.targets),
+    num_options=max((len(e.options) for e in examples), default=0),
+  )
 
 
-def _evaluate_task(model, vocabulary, task: EvalTask, splits: Sequence[str], *,
-                   max_examples: int | None, batch_size: int, lengths: EvalLengths,
-                   length_normalize: bool, num_beams: int, eos_id: int
-                   ) -> tuple[dict, dict, dict]:
+def _evaluate_task(
+  model,
+  vocabulary,
+  task: EvalTask,
+  splits: Sequence[str],
+  *,
+  max_examples: int | None,
+  batch_size: int,
+  lengths: EvalLengths,
+  length_normalize: bool,
+  num_beams: int,
+  eos_id: int,
+) -> tuple[dict, dict, dict]:
   """Returns per_template {tid: {split: metrics}}, samples {tid: [...]} (of the last split) and
   example counts {split: {tid: n}}."""
   by_split = {split: list(task.load(split, max_examples)) for split in splits}
   if not by_split[splits[-1]]:
     raise NoExamplesError(f"task {task.name!r} has no examples in split {splits[-1]!r}")
   every = [e for examples in by_split.values() for e in examples]
-  option_ids = {o: tuple(vocabulary.encode(o)) + (eos_id,)
-                for o in sorted({o for e in every for o in e.options})}
+  option_ids = {
+    o: tuple(vocabulary.encode(o)) + (eos_id,)
+    for o in sorted({o for e in every for o in e.options})
+  }
   shapes = _task_shapes(every, option_ids, lengths)
   per_template: dict[str, dict[str, dict[str, float]]] = {}
   samples: dict[str, list[dict[str, Any]]] = {}
@@ -264,19 +308,29 @@ def _evaluate_task(model, vocabulary, task: EvalTask, splits: Sequence[str], *,
     ranked = [i for i, e in enumerate(examples) if e.options]
     if ranked:
       result = rank_lib.rank_classify(
-          model, [examples[i].input_ids for i in ranked],
-          [[option_ids[o] for o in examples[i].options] for i in ranked],
-          batch_size=batch_size, length_normalize=length_normalize,
-          num_options=shapes.num_options, input_length=shapes.input_length,
-          target_length=shapes.target_length)
+        model,
+        [examples[i].input_ids for i in ranked],
+        [[option_ids[o] for o in examples[i].options] for i in ranked],
+        batch_size=batch_size,
+        length_normalize=length_normalize,
+        num_options=shapes.num_options,
+        input_length=shapes.input_length,
+        target_length=shapes.target_length,
+      )
       for i, choice in zip(ranked, result.choices, strict=True):
         predictions[i] = examples[i].options[int(choice)]
     decoded = [i for i, e in enumerate(examples) if not e.options]
     if decoded:
       texts = _decode_predictions(
-          model, vocabulary, [examples[i] for i in decoded], batch_size=batch_size,
-          input_length=shapes.input_length, max_new_tokens=lengths.targets,
-          num_beams=num_beams, eos_id=eos_id)
+        model,
+        vocabulary,
+        [examples[i] for i in decoded],
+        batch_size=batch_size,
+        input_length=shapes.input_length,
+        max_new_tokens=lengths.targets,
+        num_beams=num_beams,
+        eos_id=eos_id,
+      )
       for i, text in zip(decoded, texts, strict=True):
         predictions[i] = text
     template_ids = sorted({e.template_id for e in examples})
@@ -284,18 +338,25 @@ def _evaluate_task(model, vocabulary, task: EvalTask, splits: Sequence[str], *,
       rows = [i for i, e in enumerate(examples) if e.template_id == template_id]
       targets = [examples[i].target for i in rows]
       scores = metrics_lib.compute_metrics(
-          list(task.metric_names), targets, [predictions[i] for i in rows])
+        list(task.metric_names), targets, [predictions[i] for i in rows]
+      )
       per_template.setdefault(template_id, {})[split] = scores
       samples[template_id] = [
-          {"input": examples[i].input_text[-500:], "target": examples[i].target,
-           "prediction": predictions[i], "method": "rank" if examples[i].options else "decode"}
-          for i in rows[:NUM_SAMPLES]]
+        {
+          "input": examples[i].input_text[-500:],
+          "target": examples[i].target,
+          "prediction": predictions[i],
+          "method": "rank" if examples[i].options else "decode",
+        }
+        for i in rows[:NUM_SAMPLES]
+      ]
     counts[split] = {t: sum(e.template_id == t for e in examples) for t in template_ids}
   return per_template, samples, counts
 
 
-def _splits_for(task: EvalTask, split: str, selection_split: str,
-                test_fallback_split: str | None) -> list[str] | None:
+def _splits_for(
+  task: EvalTask, split: str, selection_split: str, test_fallback_split: str | None
+) -> list[str] | None:
   """[selection split (if the task has it and it differs), report split], or None.
 
   A task without a "test" split (GLUE-style sets have no labelled test) is reported on
@@ -311,14 +372,25 @@ def _splits_for(task: EvalTask, split: str, selection_split: str,
 
 
 # ----------------------------------------------------------------------------- entry
-def evaluate(model, mixture_or_tasks: str | Sequence[str | EvalTask], *, split: str = "test",
-             out_dir: str | os.PathLike | None = None, heldout_categories: Iterable[str] = (),
-             step: int | None = None, max_examples: int | None = None, batch_size: int = 16,
-             lengths: EvalLengths | Mapping[str, int] | tuple[int, int] = EvalLengths(),
-             vocabulary=None, selection_split: str = "validation",
-             length_normalize: bool = False, num_beams: int = 1,
-             test_fallback_split: str | None = "validation", train_mixture: str | None = None,
-             extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def evaluate(
+  model,
+  mixture_or_tasks: str | Sequence[str | EvalTask],
+  *,
+  split: str = "test",
+  out_dir: str | os.PathLike | None = None,
+  heldout_categories: Iterable[str] = (),
+  step: int | None = None,
+  max_examples: int | None = None,
+  batch_size: int = 16,
+  lengths: EvalLengths | Mapping[str, int] | tuple[int, int] = EvalLengths(),
+  vocabulary=None,
+  selection_split: str = "validation",
+  length_normalize: bool = False,
+  num_beams: int = 1,
+  test_fallback_split: str | None = "validation",
+  train_mixture: str | None = None,
+  extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
   """Evaluates `model` on every task of an eval mixture; writes report.{json,md,png} to out_dir.
 
   Args:
@@ -349,10 +421,12 @@ def evaluate(model, mixture_or_tasks: str | Sequence[str | EvalTask], *, split: 
     ValueError: no tasks, a task without (known) metrics, or no example in `split` in any task.
   """
   if not isinstance(lengths, EvalLengths):
-    lengths = (EvalLengths(**lengths) if isinstance(lengths, Mapping)
-               else EvalLengths(*lengths))
-  names = ([mixture_or_tasks] if isinstance(mixture_or_tasks, str)
-           else [m for m in mixture_or_tasks if isinstance(m, str)])
+    lengths = EvalLengths(**lengths) if isinstance(lengths, Mapping) else EvalLengths(*lengths)
+  names = (
+    [mixture_or_tasks]
+    if isinstance(mixture_or_tasks, str)
+    else [m for m in mixture_or_tasks if isinstance(m, str)]
+  )
   tasks, label = _resolve_tasks(mixture_or_tasks, vocabulary)
   _check_tasks(tasks, label)
   heldout = set(heldout_categories)
@@ -362,7 +436,8 @@ def evaluate(model, mixture_or_tasks: str | Sequence[str | EvalTask], *, split: 
   if not any(plans.values()):
     available = {t.name: list(t.splits) for t in tasks}
     raise NoExamplesError(
-        f"eval mixture {label!r} has no examples in split {split!r}; splits per task: {available}")
+      f"eval mixture {label!r} has no examples in split {split!r}; splits per task: {available}"
+    )
   if vocabulary is None:
     if not names:
       raise ValueError("evaluate: pass `vocabulary=` when giving EvalTasks instead of a mixture")
@@ -371,9 +446,10 @@ def evaluate(model, mixture_or_tasks: str | Sequence[str | EvalTask], *, split: 
   vocab_size = getattr(vocabulary, "vocab_size", None)
   if vocab_size is not None and int(vocab_size) > model.config.vocab_size:
     raise ValueError(
-        f"the vocabulary has {vocab_size} ids but the model's vocab_size is "
-        f"{model.config.vocab_size}: evaluate with the model's own vocabulary (`vocabulary=`, or "
-        "FLANJAX_VOCAB=<model dir or .model file> when registering the tasks)")
+      f"the vocabulary has {vocab_size} ids but the model's vocab_size is "
+      f"{model.config.vocab_size}: evaluate with the model's own vocabulary (`vocabulary=`, or "
+      "FLANJAX_VOCAB=<model dir or .model file> when registering the tasks)"
+    )
 
   summaries = []
   start_time = time.time()
@@ -382,44 +458,77 @@ def evaluate(model, mixture_or_tasks: str | Sequence[str | EvalTask], *, split: 
     splits = plans[task.name]
     try:
       if splits is None:
-        raise NoExamplesError(f"task {task.name!r} has no split {split!r}; it has "
-                              f"{list(task.splits)}")
+        raise NoExamplesError(
+          f"task {task.name!r} has no split {split!r}; it has {list(task.splits)}"
+        )
       per_template, samples, counts = _evaluate_task(
-          model, vocabulary, task, splits, max_examples=max_examples, batch_size=batch_size,
-          lengths=lengths, length_normalize=length_normalize, num_beams=num_beams, eos_id=eos_id)
+        model,
+        vocabulary,
+        task,
+        splits,
+        max_examples=max_examples,
+        batch_size=batch_size,
+        lengths=lengths,
+        length_normalize=length_normalize,
+        num_beams=num_beams,
+        eos_id=eos_id,
+      )
       summary = scoring.summarize_task(
-          task.name, category=task.category, metric_names=task.metric_names,
-          per_template=per_template, report_split=splits[-1], selection_split=selection_split)
+        task.name,
+        category=task.category,
+        metric_names=task.metric_names,
+        per_template=per_template,
+        report_split=splits[-1],
+        selection_split=selection_split,
+      )
       summary["num_examples"] = counts
       summary["samples"] = samples[summary["best_template"]["template_id"]]
     except Exception as error:  # one task's failure must not lose the others' results
       log.error("evaluation of task %s failed:\n%s", task.name, traceback.format_exc())
-      summary = scoring.failed_task(task.name, category=task.category,
-                                    metric_names=task.metric_names,
-                                    error=f"{type(error).__name__}: {error}",
-                                    report_split=split)
+      summary = scoring.failed_task(
+        task.name,
+        category=task.category,
+        metric_names=task.metric_names,
+        error=f"{type(error).__name__}: {error}",
+        report_split=split,
+      )
     summary["seconds"] = round(time.time() - task_start, 3)
     summaries.append(summary)
-    log.info("eval %s: %s (%.1fs)", task.name, summary["score"] if summary["error"] is None
-             else summary["error"], summary["seconds"])
+    log.info(
+      "eval %s: %s (%.1fs)",
+      task.name,
+      summary["score"] if summary["error"] is None else summary["error"],
+      summary["seconds"],
+    )
 
-  if all(isinstance(s["error"], str) and s["error"].startswith("NoExamplesError")
-         for s in summaries):
+  if all(
+    isinstance(s["error"], str) and s["error"].startswith("NoExamplesError") for s in summaries
+  ):
     raise NoExamplesError(
-        f"eval mixture {label!r} has no examples in split {split!r}: "
-        + "; ".join(s["error"] for s in summaries))
+      f"eval mixture {label!r} has no examples in split {split!r}: "
+      + "; ".join(s["error"] for s in summaries)
+    )
   report = report_lib.build_report(
-      summaries, split=split, heldout_categories=sorted(heldout), step=step,
-      selection_split=selection_split,
-      extra={"mixture": label, "max_examples": max_examples,
-             "seconds": round(time.time() - start_time, 3), **dict(extra or {})})
+    summaries,
+    split=split,
+    heldout_categories=sorted(heldout),
+    step=step,
+    selection_split=selection_split,
+    extra={
+      "mixture": label,
+      "max_examples": max_examples,
+      "seconds": round(time.time() - start_time, 3),
+      **dict(extra or {}),
+    },
+  )
   if out_dir is not None and jax.process_index() == 0:  # every process computed the same report
     report_lib.write_report(report, out_dir)
   return report
 
 
-def make_eval_fn(model_config, mixture_or_tasks, workdir: str | os.PathLike,
-                 **evaluate_kwargs) -> Callable[[int, Any], dict[str, float]]:
+def make_eval_fn(
+  model_config, mixture_or_tasks, workdir: str | os.PathLike, **evaluate_kwargs
+) -> Callable[[int, Any], dict[str, float]]:
   """The training loop's `eval_fn(step, params) -> {name: value}`, writing
   `workdir/eval/step_<N>/report.{json,md,png}`.
 
@@ -441,13 +550,21 @@ def make_eval_fn(model_config, mixture_or_tasks, workdir: str | os.PathLike,
       vocabulary = evaluate_kwargs.get("vocabulary")
       resolved["tasks"], _ = _resolve_tasks(mixture_or_tasks, vocabulary)
       if vocabulary is None:
-        names = ([mixture_or_tasks] if isinstance(mixture_or_tasks, str)
-                 else [m for m in mixture_or_tasks if isinstance(m, str)])
+        names = (
+          [mixture_or_tasks]
+          if isinstance(mixture_or_tasks, str)
+          else [m for m in mixture_or_tasks if isinstance(m, str)]
+        )
         if names:
           evaluate_kwargs["vocabulary"] = seqio_vocabulary(names[0])
     out_dir = pathlib.Path(workdir) / "eval" / f"step_{int(step)}"
-    report = evaluate(hf.T5Model(model_config, params), resolved["tasks"], out_dir=out_dir,
-                      step=int(step), **evaluate_kwargs)
+    report = evaluate(
+      hf.T5Model(model_config, params),
+      resolved["tasks"],
+      out_dir=out_dir,
+      step=int(step),
+      **evaluate_kwargs,
+    )
     return summary_scalars(report)
 
   return eval_fn
@@ -461,11 +578,17 @@ def summary_scalars(report: Mapping[str, Any]) -> dict[str, float]:
     ...                                 "sentiment": {"score": 80.0, "heldout": False}}})
     {'eval/nli': 60.0, 'eval/sentiment': 80.0, 'eval/heldout_mean': 60.0, 'eval/seen_mean': 80.0}
   """
-  out = {f"eval/{name}": float(c["score"])
-         for name, c in report["categories"].items() if c["score"] is not None}
+  out = {
+    f"eval/{name}": float(c["score"])
+    for name, c in report["categories"].items()
+    if c["score"] is not None
+  }
   for flag, key in ((True, "eval/heldout_mean"), (False, "eval/seen_mean")):
-    scores = [c["score"] for c in report["categories"].values()
-              if c["heldout"] is flag and c["score"] is not None]
+    scores = [
+      c["score"]
+      for c in report["categories"].values()
+      if c["heldout"] is flag and c["score"] is not None
+    ]
     if scores:
       out[key] = float(np.mean(scores))
   return out

@@ -43,8 +43,7 @@ def _references(target: Target) -> list[str]:
 
 def _check_lengths(targets: Sequence, predictions: Sequence, metric: str) -> None:
   if len(targets) != len(predictions):
-    raise ValueError(
-        f"{metric}: got {len(targets)} targets but {len(predictions)} predictions")
+    raise ValueError(f"{metric}: got {len(targets)} targets but {len(predictions)} predictions")
   if not len(targets):
     raise ValueError(f"{metric}: no examples to score (empty targets and predictions)")
 
@@ -66,8 +65,9 @@ def split_sentences(text: str) -> str:
   return "\n".join(s for s in _SENTENCE_END.split(text.strip()) if s)
 
 
-def rouge(targets: Sequence[Target], predictions: Sequence[str],
-          score_keys: Sequence[str] = ROUGE_KEYS) -> dict[str, float]:
+def rouge(
+  targets: Sequence[Target], predictions: Sequence[str], score_keys: Sequence[str] = ROUGE_KEYS
+) -> dict[str, float]:
   """Mean ROUGE F-measure (x100), best reference per example.
 
   Example:
@@ -107,8 +107,14 @@ def bleu(targets: Sequence[Target], predictions: Sequence[str]) -> dict[str, flo
   # sacrebleu takes reference *streams*; None fills streams an example has no reference for.
   streams = [[r[i] if i < len(r) else None for r in references] for i in range(num_streams)]
   result = sacrebleu.corpus_bleu(
-      list(predictions), streams, smooth_method="exp", tokenize="intl", lowercase=False,
-      force=False, use_effective_order=False)
+    list(predictions),
+    streams,
+    smooth_method="exp",
+    tokenize="intl",
+    lowercase=False,
+    force=False,
+    use_effective_order=False,
+  )
   return {"bleu": float(result.score)}
 
 
@@ -153,8 +159,9 @@ def exact_match(targets: Sequence[Target], predictions: Sequence[str]) -> dict[s
   """
   _check_lengths(targets, predictions, "exact_match")
   hits = [
-      max(float(normalize_answer(r) == normalize_answer(p)) for r in _references(t))
-      for t, p in zip(targets, predictions, strict=True)]
+    max(float(normalize_answer(r) == normalize_answer(p)) for r in _references(t))
+    for t, p in zip(targets, predictions, strict=True)
+  ]
   return {"exact_match": 100.0 * float(np.mean(hits))}
 
 
@@ -166,8 +173,9 @@ def token_f1(targets: Sequence[Target], predictions: Sequence[str]) -> dict[str,
     {'f1': 80.0}
   """
   _check_lengths(targets, predictions, "f1")
-  scores = [max(_token_f1(r, p) for r in _references(t))
-            for t, p in zip(targets, predictions, strict=True)]
+  scores = [
+    max(_token_f1(r, p) for r in _references(t)) for t, p in zip(targets, predictions, strict=True)
+  ]
   return {"f1": 100.0 * float(np.mean(scores))}
 
 
@@ -192,8 +200,9 @@ def accuracy(targets: Sequence[Target], predictions: Sequence) -> dict[str, floa
   """
   _check_lengths(targets, predictions, "accuracy")
   hits = [
-      float(_label(p) in {_label(r) for r in _references(t)})
-      for t, p in zip(targets, predictions, strict=True)]
+    float(_label(p) in {_label(r) for r in _references(t)})
+    for t, p in zip(targets, predictions, strict=True)
+  ]
   return {"accuracy": 100.0 * float(np.mean(hits))}
 
 
@@ -218,24 +227,24 @@ def macro_f1(targets: Sequence[Target], predictions: Sequence) -> dict[str, floa
 
 # ----------------------------------------------------------------------------- registry
 METRICS: dict[str, MetricFn] = {
-    "rouge": rouge,
-    "bleu": bleu,
-    "exact_match": exact_match,
-    "f1": token_f1,
-    "squad": squad,
-    "accuracy": accuracy,
-    "macro_f1": macro_f1,
+  "rouge": rouge,
+  "bleu": bleu,
+  "exact_match": exact_match,
+  "f1": token_f1,
+  "squad": squad,
+  "accuracy": accuracy,
+  "macro_f1": macro_f1,
 }
 
 # The number a metric name stands for in tables and in best-template selection.
 PRIMARY_KEY = {
-    "rouge": "rougeLsum",
-    "bleu": "bleu",
-    "exact_match": "exact_match",
-    "f1": "f1",
-    "squad": "f1",
-    "accuracy": "accuracy",
-    "macro_f1": "macro_f1",
+  "rouge": "rougeLsum",
+  "bleu": "bleu",
+  "exact_match": "exact_match",
+  "f1": "f1",
+  "squad": "f1",
+  "accuracy": "accuracy",
+  "macro_f1": "macro_f1",
 }
 
 
@@ -250,7 +259,8 @@ def get_metric_fns(names: Sequence[str]) -> list[MetricFn]:
     names = [names]
   if not names:
     raise ValueError(
-        f"a task declares no metrics; give it some of {sorted(METRICS)} at registration")
+      f"a task declares no metrics; give it some of {sorted(METRICS)} at registration"
+    )
   unknown = [n for n in names if n not in METRICS]
   if unknown:
     raise ValueError(f"unknown metric name(s) {unknown}; registered metrics: {sorted(METRICS)}")
@@ -263,8 +273,9 @@ def primary_key(metric_names: Sequence[str]) -> str:
   return PRIMARY_KEY[metric_names[0]]
 
 
-def compute_metrics(metric_names: Sequence[str], targets: Sequence[Target],
-                    predictions: Sequence) -> dict[str, float]:
+def compute_metrics(
+  metric_names: Sequence[str], targets: Sequence[Target], predictions: Sequence
+) -> dict[str, float]:
   """Runs every named metric and merges their dicts.
 
   Example:

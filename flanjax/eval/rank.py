@@ -70,7 +70,7 @@ def pad_rows(rows: Sequence[TokenIds], length: int, num_rows: int | None = None)
   out = np.zeros((num_rows, length), np.int32)  # [rows, length]
   for i, row in enumerate(rows):
     row = list(row)[:length]
-    out[i, :len(row)] = row
+    out[i, : len(row)] = row
   return out
 
 
@@ -123,8 +123,11 @@ def _logits_fn_scorer(logits_fn: Callable) -> Callable:
     batch, num_options, target_len = option_targets.shape
     input_rows = np.repeat(np.asarray(input_tokens), num_options, axis=0)  # [b*k, li]
     flat_targets = jnp.asarray(option_targets).reshape(batch * num_options, target_len)
-    logits = logits_fn(input_rows, np.asarray(shift_right(flat_targets)),
-                       attention_mask=(input_rows != 0).astype(np.int32))  # [b*k, lt, vocab]
+    logits = logits_fn(
+      input_rows,
+      np.asarray(shift_right(flat_targets)),
+      attention_mask=(input_rows != 0).astype(np.int32),
+    )  # [b*k, lt, vocab]
     total, count = _sum_token_log_probs(jnp.asarray(logits), flat_targets)
     return total.reshape(batch, num_options), count.reshape(batch, num_options)  # [b, k]
 
@@ -146,16 +149,24 @@ def make_option_scorer(model_or_logits_fn: Any) -> tuple[Callable, Any]:
   if callable(obj):
     return _logits_fn_scorer(obj), None
   raise TypeError(
-      f"rank_classify needs a T5Model-like object (.config and .params), an object with "
-      f".logits(...), or a logits callable; got {type(obj).__name__}")
+    f"rank_classify needs a T5Model-like object (.config and .params), an object with "
+    f".logits(...), or a logits callable; got {type(obj).__name__}"
+  )
 
 
-def rank_classify(model_or_logits_fn: Any, inputs: Sequence[TokenIds],
-                  options: Sequence[Sequence[TokenIds]], *, batch_size: int = 16,
-                  max_input_length: int | None = None, max_target_length: int | None = None,
-                  length_normalize: bool = False, num_options: int | None = None,
-                  input_length: int | None = None, target_length: int | None = None
-                  ) -> RankResult:
+def rank_classify(
+  model_or_logits_fn: Any,
+  inputs: Sequence[TokenIds],
+  options: Sequence[Sequence[TokenIds]],
+  *,
+  batch_size: int = 16,
+  max_input_length: int | None = None,
+  max_target_length: int | None = None,
+  length_normalize: bool = False,
+  num_options: int | None = None,
+  input_length: int | None = None,
+  target_length: int | None = None,
+) -> RankResult:
   """Scores every option of every input; picks the highest-scoring option.
 
   Args:
@@ -187,24 +198,25 @@ def rank_classify(model_or_logits_fn: Any, inputs: Sequence[TokenIds],
     raise ValueError(f"rank_classify: an example has {most} options > num_options={num_options}")
   # One bucket per call: every batch of this call has the same shape.
   input_len = input_length or bucket_length(max(len(x) for x in inputs), max_input_length)
-  target_len = target_length or bucket_length(max(len(o) for opts in options for o in opts),
-                                              max_target_length)
+  target_len = target_length or bucket_length(
+    max(len(o) for opts in options for o in opts), max_target_length
+  )
   score_fn, params = make_option_scorer(model_or_logits_fn)
 
   totals = np.full((len(inputs), num_options), -np.inf, np.float32)
   counts = np.zeros((len(inputs), num_options), np.int32)
   for start in range(0, len(inputs), batch_size):
-    batch_inputs = inputs[start:start + batch_size]
-    batch_options = options[start:start + batch_size]
+    batch_inputs = inputs[start : start + batch_size]
+    batch_options = options[start : start + batch_size]
     input_tokens = pad_rows(batch_inputs, input_len, batch_size)  # [b, li]
     option_targets = np.zeros((batch_size, num_options, target_len), np.int32)  # [b, k, lt]
     for i, opts in enumerate(batch_options):
-      option_targets[i, :len(opts)] = pad_rows(opts, target_len)
+      option_targets[i, : len(opts)] = pad_rows(opts, target_len)
     total, count = jax.device_get(score_fn(params, input_tokens, option_targets))
     n = len(batch_inputs)
     real = option_targets[:n, :, 0] != 0  # [n, k] slots holding an option
-    totals[start:start + n] = np.where(real, total[:n], -np.inf)
-    counts[start:start + n] = np.where(real, count[:n], 0)
+    totals[start : start + n] = np.where(real, total[:n], -np.inf)
+    counts[start : start + n] = np.where(real, count[:n], 0)
 
   scores = totals
   if length_normalize:

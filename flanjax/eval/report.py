@@ -30,28 +30,34 @@ from flanjax.eval import scoring
 _STEP_DIR = re.compile(r"^step_(\d+)$")
 
 
-def build_report(task_summaries: Sequence[Mapping[str, Any]], *, split: str,
-                 heldout_categories: Iterable[str] = (), step: int | None = None,
-                 selection_split: str = "validation",
-                 extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def build_report(
+  task_summaries: Sequence[Mapping[str, Any]],
+  *,
+  split: str,
+  heldout_categories: Iterable[str] = (),
+  step: int | None = None,
+  selection_split: str = "validation",
+  extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
   """Everything in one JSON-serialisable dict."""
   heldout = sorted(set(heldout_categories))
   return {
-      "step": step,
-      "split": split,
-      "selection_split": selection_split,
-      "heldout_categories": heldout,
-      "categories": scoring.aggregate_categories(task_summaries, heldout),
-      "tasks": {t["name"]: dict(t) for t in task_summaries},
-      "errors": {t["name"]: t["error"] for t in task_summaries if t.get("error")},
-      "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-      **dict(extra or {}),
+    "step": step,
+    "split": split,
+    "selection_split": selection_split,
+    "heldout_categories": heldout,
+    "categories": scoring.aggregate_categories(task_summaries, heldout),
+    "tasks": {t["name"]: dict(t) for t in task_summaries},
+    "errors": {t["name"]: t["error"] for t in task_summaries if t.get("error")},
+    "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    **dict(extra or {}),
   }
 
 
 def _fmt(value: float | None) -> str:
-  return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else (
-      f"{value:.2f}")
+  return (
+    "—" if value is None or (isinstance(value, float) and math.isnan(value)) else (f"{value:.2f}")
+  )
 
 
 def render_markdown(report: Mapping[str, Any]) -> str:
@@ -59,34 +65,42 @@ def render_markdown(report: Mapping[str, Any]) -> str:
   step = report.get("step")
   title = "# Evaluation" + (f" at step {step}" if step is not None else "")
   lines = [
-      title, "",
-      f"Split: `{report['split']}` (a task without it says which split it was scored on); best "
-      f"template chosen on `{report['selection_split']}`; held-out categories were not in the "
-      "training mixture. Category score: mean over its tasks of the best template's score.", "",
-      "| category | held out? | tasks | metric | score | mean over templates |",
-      "| --- | --- | --- | --- | ---: | ---: |",
+    title,
+    "",
+    f"Split: `{report['split']}` (a task without it says which split it was scored on); best "
+    f"template chosen on `{report['selection_split']}`; held-out categories were not in the "
+    "training mixture. Category score: mean over its tasks of the best template's score.",
+    "",
+    "| category | held out? | tasks | metric | score | mean over templates |",
+    "| --- | --- | --- | --- | ---: | ---: |",
   ]
   for name, cat in report["categories"].items():
     lines.append(
-        f"| {name} | {'yes' if cat['heldout'] else 'no'} | {', '.join(cat['tasks'])} | "
-        f"{cat['metric'] or '—'} | {_fmt(cat['score'])} | {_fmt(cat['score_mean_templates'])} |")
+      f"| {name} | {'yes' if cat['heldout'] else 'no'} | {', '.join(cat['tasks'])} | "
+      f"{cat['metric'] or '—'} | {_fmt(cat['score'])} | {_fmt(cat['score_mean_templates'])} |"
+    )
   lines += [
-      "", "## Tasks", "",
-      "| task | category | split | metric | best template (chosen on) | score "
-      "| mean over templates | all metrics (best template) |",
-      "| --- | --- | --- | --- | --- | ---: | ---: | --- |",
+    "",
+    "## Tasks",
+    "",
+    "| task | category | split | metric | best template (chosen on) | score "
+    "| mean over templates | all metrics (best template) |",
+    "| --- | --- | --- | --- | --- | ---: | ---: | --- |",
   ]
   for name, task in report["tasks"].items():
     if task.get("error"):
-      lines.append(f"| {name} | {task['category']} | {task['split']} | — | — | failed | — | "
-                   f"{_escape(task['error'])} |")
+      lines.append(
+        f"| {name} | {task['category']} | {task['split']} | — | — | failed | — | "
+        f"{_escape(task['error'])} |"
+      )
       continue
     best = task["best_template"]
     all_scores = ", ".join(f"{k} {v:.2f}" for k, v in best.get("scores", {}).items())
     lines.append(
-        f"| {name} | {task['category']} | {task['split']} | {task['primary_metric']} | "
-        f"{best['template_id']} ({best['selected_on']}) | {_fmt(task['score'])} | "
-        f"{_fmt(task['score_mean_templates'])} | {all_scores} |")
+      f"| {name} | {task['category']} | {task['split']} | {task['primary_metric']} | "
+      f"{best['template_id']} ({best['selected_on']}) | {_fmt(task['score'])} | "
+      f"{_fmt(task['score_mean_templates'])} | {all_scores} |"
+    )
   if report.get("errors"):
     lines += ["", "## Errors", ""]
     lines += [f"- `{name}`: {_escape(msg)}" for name, msg in report["errors"].items()]
@@ -108,9 +122,16 @@ def collect_history(eval_dir: str | os.PathLike) -> list[tuple[int, dict[str, fl
     if not match or not (child / "report.json").is_file():
       continue
     report = json.loads((child / "report.json").read_text())
-    history.append((int(match.group(1)), {
-        name: cat["score"] for name, cat in report["categories"].items()
-        if cat["score"] is not None}))
+    history.append(
+      (
+        int(match.group(1)),
+        {
+          name: cat["score"]
+          for name, cat in report["categories"].items()
+          if cat["score"] is not None
+        },
+      )
+    )
   return sorted(history)
 
 
@@ -128,45 +149,64 @@ def _plot_bars(ax, report: Mapping[str, Any]) -> None:
   for bar, name, score in zip(bars, names, scores, strict=True):
     if name in heldout:
       bar.set_hatch("//")
-    ax.annotate("failed" if score is None else f"{score:.1f}",
-                (bar.get_x() + bar.get_width() / 2, bar.get_height()),
-                ha="center", va="bottom", fontsize=8)
+    ax.annotate(
+      "failed" if score is None else f"{score:.1f}",
+      (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+      ha="center",
+      va="bottom",
+      fontsize=8,
+    )
   ax.set_xticks(range(len(names)))
-  ax.set_xticklabels([f"{n}\n(held out)" if n in heldout else n for n in names],
-                     rotation=30, ha="right", fontsize=8)
+  ax.set_xticklabels(
+    [f"{n}\n(held out)" if n in heldout else n for n in names], rotation=30, ha="right", fontsize=8
+  )
   ax.set_ylabel("score (best template)")
   step = report.get("step")
   ax.set_title("Per category" + (f", step {step}" if step is not None else ""))
   from matplotlib.patches import Patch
-  ax.legend(handles=[Patch(facecolor="tab:orange", hatch="//", label="held out"),
-                     Patch(facecolor="tab:blue", label="seen in training")], fontsize=8)
+
+  ax.legend(
+    handles=[
+      Patch(facecolor="tab:orange", hatch="//", label="held out"),
+      Patch(facecolor="tab:blue", label="seen in training"),
+    ],
+    fontsize=8,
+  )
 
 
-def _plot_lines(ax, history: Sequence[tuple[int, Mapping[str, float]]],
-                heldout: set[str]) -> None:
+def _plot_lines(ax, history: Sequence[tuple[int, Mapping[str, float]]], heldout: set[str]) -> None:
   categories = sorted({c for _, scores in history for c in scores})
   for category in categories:
     points = [(step, scores[category]) for step, scores in history if category in scores]
-    ax.plot([p[0] for p in points], [p[1] for p in points], marker="o",
-            linestyle="--" if category in heldout else "-",
-            label=category + (" (held out)" if category in heldout else ""))
+    ax.plot(
+      [p[0] for p in points],
+      [p[1] for p in points],
+      marker="o",
+      linestyle="--" if category in heldout else "-",
+      label=category + (" (held out)" if category in heldout else ""),
+    )
   ax.set_xlabel("training step")
   ax.set_ylabel("score (best template)")
   ax.set_title("Scores over steps")
   ax.legend(fontsize=7)
 
 
-def plot_report(report: Mapping[str, Any], path: str | os.PathLike,
-                history: Sequence[tuple[int, Mapping[str, float]]] | None = None) -> None:
+def plot_report(
+  report: Mapping[str, Any],
+  path: str | os.PathLike,
+  history: Sequence[tuple[int, Mapping[str, float]]] | None = None,
+) -> None:
   """Bar chart per category (held-out bars hatched and labelled) and, with two or more evals in
   `history`, a line chart of category scores over steps."""
   import matplotlib
+
   matplotlib.use("Agg")
   from matplotlib import pyplot as plt
 
   with_lines = history is not None and len(history) >= 2
-  fig, axes = plt.subplots(1, 2 if with_lines else 1, figsize=(12 if with_lines else 7, 4.5),
-                           squeeze=False)
+  fig, axes = plt.subplots(
+    1, 2 if with_lines else 1, figsize=(12 if with_lines else 7, 4.5), squeeze=False
+  )
   _plot_bars(axes[0][0], report)
   if with_lines:
     _plot_lines(axes[0][1], history, _heldout_set(report))
@@ -175,18 +215,21 @@ def plot_report(report: Mapping[str, Any], path: str | os.PathLike,
   plt.close(fig)
 
 
-def plot_over_steps(eval_dir: str | os.PathLike, out_path: str | os.PathLike | None = None
-                    ) -> pathlib.Path:
+def plot_over_steps(
+  eval_dir: str | os.PathLike, out_path: str | os.PathLike | None = None
+) -> pathlib.Path:
   """Line chart of category scores over every `eval_dir/step_<N>/report.json`."""
   import matplotlib
+
   matplotlib.use("Agg")
   from matplotlib import pyplot as plt
 
   history = collect_history(eval_dir)
   if not history:
     raise FileNotFoundError(f"no step_<N>/report.json under {eval_dir}")
-  latest = json.loads((pathlib.Path(eval_dir) / f"step_{history[-1][0]}" / "report.json")
-                      .read_text())
+  latest = json.loads(
+    (pathlib.Path(eval_dir) / f"step_{history[-1][0]}" / "report.json").read_text()
+  )
   out_path = pathlib.Path(out_path or pathlib.Path(eval_dir) / "scores_over_steps.png")
   fig, ax = plt.subplots(figsize=(7, 4.5))
   _plot_lines(ax, history, _heldout_set(latest))

@@ -44,7 +44,8 @@ def mean_over_templates(scores_by_template: Mapping[str, Scores]) -> dict[str, f
       keys = list(scores)
     elif set(scores) != set(keys):
       raise ValueError(
-          f"template {template_id!r} has metrics {sorted(scores)}, others have {sorted(keys)}")
+        f"template {template_id!r} has metrics {sorted(scores)}, others have {sorted(keys)}"
+      )
   return {k: float(np.mean([s[k] for s in scores_by_template.values()])) for k in keys}
 
 
@@ -70,9 +71,15 @@ def select_best_template(selection_scores: Mapping[str, Scores], key: str) -> st
   return max(ordered, key=lambda t: selection_scores[t][key])  # max keeps the first of ties
 
 
-def summarize_task(name: str, *, category: str, metric_names: Sequence[str],
-                   per_template: Mapping[str, Mapping[str, Scores]], report_split: str,
-                   selection_split: str = "validation") -> dict[str, Any]:
+def summarize_task(
+  name: str,
+  *,
+  category: str,
+  metric_names: Sequence[str],
+  per_template: Mapping[str, Mapping[str, Scores]],
+  report_split: str,
+  selection_split: str = "validation",
+) -> dict[str, Any]:
   """One task's numbers: per template, mean over templates and best template (FLAN).
 
   The best template is chosen on `selection_split` and reported on `report_split`; when the task
@@ -87,40 +94,55 @@ def summarize_task(name: str, *, category: str, metric_names: Sequence[str],
   if len(report_scores) != len(per_template):
     missing = sorted(set(per_template) - set(report_scores))
     raise ValueError(f"task {name!r}: templates {missing} have no {report_split!r} scores")
-  selection_scores = {t: v[selection_split] for t, v in per_template.items()
-                      if selection_split in v}
+  selection_scores = {
+    t: v[selection_split] for t, v in per_template.items() if selection_split in v
+  }
   selected_on = selection_split
   if len(selection_scores) != len(report_scores):
     selection_scores, selected_on = report_scores, report_split
   best = select_best_template(selection_scores, key)
   mean_scores = mean_over_templates(report_scores)
   return {
-      "name": name,
-      "category": category,
-      "metrics": list(metric_names),
-      "primary_metric": key,
-      "split": report_split,
-      "per_template": per_template,
-      "mean_over_templates": mean_scores,
-      "best_template": {"template_id": best, "selected_on": selected_on,
-                        "scores": dict(report_scores[best])},
-      "score": float(report_scores[best][key]),
-      "score_mean_templates": float(mean_scores[key]),
-      "error": None,
+    "name": name,
+    "category": category,
+    "metrics": list(metric_names),
+    "primary_metric": key,
+    "split": report_split,
+    "per_template": per_template,
+    "mean_over_templates": mean_scores,
+    "best_template": {
+      "template_id": best,
+      "selected_on": selected_on,
+      "scores": dict(report_scores[best]),
+    },
+    "score": float(report_scores[best][key]),
+    "score_mean_templates": float(mean_scores[key]),
+    "error": None,
   }
 
 
-def failed_task(name: str, *, category: str, metric_names: Sequence[str], error: str,
-                report_split: str) -> dict[str, Any]:
+def failed_task(
+  name: str, *, category: str, metric_names: Sequence[str], error: str, report_split: str
+) -> dict[str, Any]:
   """The entry of a task whose evaluation raised: kept in the report, left out of means."""
-  return {"name": name, "category": category, "metrics": list(metric_names),
-          "primary_metric": None, "split": report_split, "per_template": {},
-          "mean_over_templates": {}, "best_template": None, "score": None,
-          "score_mean_templates": None, "error": error}
+  return {
+    "name": name,
+    "category": category,
+    "metrics": list(metric_names),
+    "primary_metric": None,
+    "split": report_split,
+    "per_template": {},
+    "mean_over_templates": {},
+    "best_template": None,
+    "score": None,
+    "score_mean_templates": None,
+    "error": error,
+  }
 
 
-def aggregate_categories(task_summaries: Iterable[Mapping[str, Any]],
-                         heldout_categories: Iterable[str] = ()) -> dict[str, dict[str, Any]]:
+def aggregate_categories(
+  task_summaries: Iterable[Mapping[str, Any]], heldout_categories: Iterable[str] = ()
+) -> dict[str, dict[str, Any]]:
   """Per category: the mean of its tasks' scores (best template, and mean over templates).
 
   Tasks whose evaluation failed are listed under `failed_tasks` and left out of the means; a
@@ -145,19 +167,21 @@ def aggregate_categories(task_summaries: Iterable[Mapping[str, Any]],
     ok = [t for t in tasks if t.get("error") is None]
     metric_keys = sorted({t["primary_metric"] for t in ok})
     categories[category] = {
-        "heldout": category in heldout,
-        "tasks": [t["name"] for t in tasks],
-        "failed_tasks": [t["name"] for t in tasks if t.get("error") is not None],
-        "metric": "/".join(metric_keys) if metric_keys else None,
-        "score": float(np.mean([t["score"] for t in ok])) if ok else None,
-        "score_mean_templates": (float(np.mean([t["score_mean_templates"] for t in ok]))
-                                 if ok else None),
+      "heldout": category in heldout,
+      "tasks": [t["name"] for t in tasks],
+      "failed_tasks": [t["name"] for t in tasks if t.get("error") is not None],
+      "metric": "/".join(metric_keys) if metric_keys else None,
+      "score": float(np.mean([t["score"] for t in ok])) if ok else None,
+      "score_mean_templates": (
+        float(np.mean([t["score_mean_templates"] for t in ok])) if ok else None
+      ),
     }
   return categories
 
 
-def heldout_categories(train_categories: Iterable[str],
-                       eval_categories: Iterable[str]) -> list[str]:
+def heldout_categories(
+  train_categories: Iterable[str], eval_categories: Iterable[str]
+) -> list[str]:
   """Evaluated categories the training mixture never saw.
 
   Example:

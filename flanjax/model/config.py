@@ -49,9 +49,18 @@ class T5Config:
   def __post_init__(self):
     if self.feed_forward_proj not in _FEED_FORWARD:
       raise ValueError(
-          f"T5Config.feed_forward_proj={self.feed_forward_proj!r}; expected one of {_FEED_FORWARD}")
-    for name in ("vocab_size", "d_model", "d_kv", "d_ff", "num_layers", "num_heads",
-                 "relative_attention_num_buckets", "relative_attention_max_distance"):
+        f"T5Config.feed_forward_proj={self.feed_forward_proj!r}; expected one of {_FEED_FORWARD}"
+      )
+    for name in (
+      "vocab_size",
+      "d_model",
+      "d_kv",
+      "d_ff",
+      "num_layers",
+      "num_heads",
+      "relative_attention_num_buckets",
+      "relative_attention_max_distance",
+    ):
       if int(getattr(self, name)) <= 0:
         raise ValueError(f"T5Config.{name} must be positive, got {getattr(self, name)!r}")
     if self.num_decoder_layers is None:
@@ -59,7 +68,8 @@ class T5Config:
     for name in ("dtype", "param_dtype"):
       if getattr(self, name) not in ("float32", "bfloat16", "float16"):
         raise ValueError(
-            f"T5Config.{name}={getattr(self, name)!r}; expected float32, bfloat16 or float16")
+          f"T5Config.{name}={getattr(self, name)!r}; expected float32, bfloat16 or float16"
+        )
 
   @property
   def is_gated(self) -> bool:
@@ -81,23 +91,24 @@ class T5Config:
     if ff == "gated-gelu_new":  # some exported configs spell it this way
       ff = "gated-gelu"
     kwargs = dict(
-        vocab_size=d["vocab_size"],
-        d_model=d["d_model"],
-        d_kv=d["d_kv"],
-        d_ff=d["d_ff"],
-        num_layers=d["num_layers"],
-        num_decoder_layers=d.get("num_decoder_layers") or d["num_layers"],
-        num_heads=d["num_heads"],
-        relative_attention_num_buckets=d.get("relative_attention_num_buckets", 32),
-        relative_attention_max_distance=d.get("relative_attention_max_distance", 128),
-        dropout_rate=d.get("dropout_rate", 0.1),
-        layer_norm_epsilon=d.get("layer_norm_epsilon", 1e-6),
-        feed_forward_proj=ff,
-        tie_word_embeddings=d.get("tie_word_embeddings", True),
-        pad_token_id=d.get("pad_token_id", 0) if d.get("pad_token_id") is not None else 0,
-        eos_token_id=d.get("eos_token_id", 1) if d.get("eos_token_id") is not None else 1,
-        decoder_start_token_id=(d.get("decoder_start_token_id")
-                                if d.get("decoder_start_token_id") is not None else 0),
+      vocab_size=d["vocab_size"],
+      d_model=d["d_model"],
+      d_kv=d["d_kv"],
+      d_ff=d["d_ff"],
+      num_layers=d["num_layers"],
+      num_decoder_layers=d.get("num_decoder_layers") or d["num_layers"],
+      num_heads=d["num_heads"],
+      relative_attention_num_buckets=d.get("relative_attention_num_buckets", 32),
+      relative_attention_max_distance=d.get("relative_attention_max_distance", 128),
+      dropout_rate=d.get("dropout_rate", 0.1),
+      layer_norm_epsilon=d.get("layer_norm_epsilon", 1e-6),
+      feed_forward_proj=ff,
+      tie_word_embeddings=d.get("tie_word_embeddings", True),
+      pad_token_id=d.get("pad_token_id", 0) if d.get("pad_token_id") is not None else 0,
+      eos_token_id=d.get("eos_token_id", 1) if d.get("eos_token_id") is not None else 1,
+      decoder_start_token_id=(
+        d.get("decoder_start_token_id") if d.get("decoder_start_token_id") is not None else 0
+      ),
     )
     kwargs.update(overrides)
     return cls(**kwargs)
@@ -105,34 +116,44 @@ class T5Config:
   def to_hf_config(self) -> dict[str, Any]:
     """The `config.json` dict that `transformers.T5Config(**d)` accepts."""
     return {
-        "architectures": ["T5ForConditionalGeneration"],
-        "model_type": "t5",
-        "vocab_size": self.vocab_size,
-        "d_model": self.d_model,
-        "d_kv": self.d_kv,
-        "d_ff": self.d_ff,
-        "num_layers": self.num_layers,
-        "num_decoder_layers": self.num_decoder_layers,
-        "num_heads": self.num_heads,
-        "relative_attention_num_buckets": self.relative_attention_num_buckets,
-        "relative_attention_max_distance": self.relative_attention_max_distance,
-        "dropout_rate": self.dropout_rate,
-        "layer_norm_epsilon": self.layer_norm_epsilon,
-        "feed_forward_proj": self.feed_forward_proj,
-        "tie_word_embeddings": self.tie_word_embeddings,
-        "is_encoder_decoder": True,
-        "pad_token_id": self.pad_token_id,
-        "eos_token_id": self.eos_token_id,
-        "decoder_start_token_id": self.decoder_start_token_id,
-        "initializer_factor": 1.0,
+      "architectures": ["T5ForConditionalGeneration"],
+      "model_type": "t5",
+      "vocab_size": self.vocab_size,
+      "d_model": self.d_model,
+      "d_kv": self.d_kv,
+      "d_ff": self.d_ff,
+      "num_layers": self.num_layers,
+      "num_decoder_layers": self.num_decoder_layers,
+      "num_heads": self.num_heads,
+      "relative_attention_num_buckets": self.relative_attention_num_buckets,
+      "relative_attention_max_distance": self.relative_attention_max_distance,
+      "dropout_rate": self.dropout_rate,
+      "layer_norm_epsilon": self.layer_norm_epsilon,
+      "feed_forward_proj": self.feed_forward_proj,
+      "tie_word_embeddings": self.tie_word_embeddings,
+      "is_encoder_decoder": True,
+      "pad_token_id": self.pad_token_id,
+      "eos_token_id": self.eos_token_id,
+      "decoder_start_token_id": self.decoder_start_token_id,
+      "initializer_factor": 1.0,
     }
 
   # ---------------------------------------------------------------- presets
   @classmethod
   def tiny(cls, **overrides) -> T5Config:
     """A few-hundred-thousand-parameter gated-GELU T5 for tests and the CPU demo."""
-    base = dict(vocab_size=512, d_model=64, d_kv=16, d_ff=128, num_layers=2, num_heads=4,
-                relative_attention_num_buckets=32, relative_attention_max_distance=128,
-                dropout_rate=0.0, feed_forward_proj="gated-gelu", tie_word_embeddings=False)
+    base = dict(
+      vocab_size=512,
+      d_model=64,
+      d_kv=16,
+      d_ff=128,
+      num_layers=2,
+      num_heads=4,
+      relative_attention_num_buckets=32,
+      relative_attention_max_distance=128,
+      dropout_rate=0.0,
+      feed_forward_proj="gated-gelu",
+      tie_word_embeddings=False,
+    )
     base.update(overrides)
     return cls(**base)

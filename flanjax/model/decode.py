@@ -45,10 +45,24 @@ def _first_eos_trim(tokens: jax.Array, eos_id: int, pad_id: int) -> jax.Array:
   return jnp.where(after, pad_id, tokens)
 
 
-@functools.partial(jax.jit, static_argnames=("config", "cache_len", "num_beams", "do_sample",
-                                             "top_k"))
-def _decode(params, input_ids, attention_mask, max_new_tokens, temperature, length_penalty, rng, *,
-            config: T5Config, cache_len: int, num_beams: int, do_sample: bool, top_k: int):
+@functools.partial(
+  jax.jit, static_argnames=("config", "cache_len", "num_beams", "do_sample", "top_k")
+)
+def _decode(
+  params,
+  input_ids,
+  attention_mask,
+  max_new_tokens,
+  temperature,
+  length_penalty,
+  rng,
+  *,
+  config: T5Config,
+  cache_len: int,
+  num_beams: int,
+  do_sample: bool,
+  top_k: int,
+):
   model = t5.T5(config)
   variables = {"params": params}
   key_mask = attention_mask.astype(bool)
@@ -61,18 +75,38 @@ def _decode(params, input_ids, attention_mask, max_new_tokens, temperature, leng
   cache = t5.init_cache(config, encoded.shape[0], cache_len)
 
   def step_fn(tokens, index, cache):
-    return model.apply(variables, tokens, index, cache, cross_kv, key_mask,
-                       method=t5.T5.decoder_step)
+    return model.apply(
+      variables, tokens, index, cache, cross_kv, key_mask, method=t5.T5.decoder_step
+    )
 
   if num_beams > 1:
-    return _beam_search(step_fn, cache, input_ids.shape[0], num_beams, cache_len, max_new_tokens,
-                        length_penalty, config)
-  return _sample(step_fn, cache, input_ids.shape[0], cache_len, max_new_tokens, temperature, rng,
-                 config, do_sample, top_k)
+    return _beam_search(
+      step_fn,
+      cache,
+      input_ids.shape[0],
+      num_beams,
+      cache_len,
+      max_new_tokens,
+      length_penalty,
+      config,
+    )
+  return _sample(
+    step_fn,
+    cache,
+    input_ids.shape[0],
+    cache_len,
+    max_new_tokens,
+    temperature,
+    rng,
+    config,
+    do_sample,
+    top_k,
+  )
 
 
-def _sample(step_fn, cache, batch, cache_len, max_new_tokens, temperature, rng, config, do_sample,
-            top_k):
+def _sample(
+  step_fn, cache, batch, cache_len, max_new_tokens, temperature, rng, config, do_sample, top_k
+):
   eos, pad = config.eos_token_id, config.pad_token_id
 
   def cond(state):
@@ -110,10 +144,10 @@ def _beam_search(step_fn, cache, batch, k, cache_len, max_new_tokens, length_pen
     return (index < max_new_tokens) & jnp.any(unsatisfied) & ~all_hit
 
   def body(state):
-    (index, run_seqs, run_scores, fin_seqs, fin_scores, fin_flags, unsatisfied, _,
-     cache) = state
-    prev = jnp.where(index == 0, config.decoder_start_token_id,
-                     run_seqs[:, :, jnp.maximum(index - 1, 0)])  # [b, k]
+    (index, run_seqs, run_scores, fin_seqs, fin_scores, fin_flags, unsatisfied, _, cache) = state
+    prev = jnp.where(
+      index == 0, config.decoder_start_token_id, run_seqs[:, :, jnp.maximum(index - 1, 0)]
+    )  # [b, k]
     logits, cache = step_fn(prev.reshape(batch * k), index, cache)  # [b * k, vocab]
     vocab = logits.shape[-1]
     logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1).reshape(batch, k, vocab)
@@ -151,20 +185,49 @@ def _beam_search(step_fn, cache, batch, k, cache_len, max_new_tokens, length_pen
 
     flat_parent = (parent + jnp.arange(batch)[:, None] * k).reshape(batch * k)
     cache = jax.tree_util.tree_map(lambda c: c[flat_parent], cache)
-    return (index + 1, run_seqs, run_scores, fin_seqs, fin_scores, fin_flags, unsatisfied,
-            jnp.all(hits), cache)
+    return (
+      index + 1,
+      run_seqs,
+      run_scores,
+      fin_seqs,
+      fin_scores,
+      fin_flags,
+      unsatisfied,
+      jnp.all(hits),
+      cache,
+    )
 
   run_scores = jnp.where(jnp.arange(k) == 0, 0.0, _NEG)[None].repeat(batch, 0)
   seqs = jnp.full((batch, k, cache_len), pad, jnp.int32)
-  state = (jnp.int32(0), seqs, run_scores, seqs, jnp.full((batch, k), _NEG),
-           jnp.zeros((batch, k), bool), jnp.ones((batch,), bool), jnp.bool_(False), cache)
+  state = (
+    jnp.int32(0),
+    seqs,
+    run_scores,
+    seqs,
+    jnp.full((batch, k), _NEG),
+    jnp.zeros((batch, k), bool),
+    jnp.ones((batch,), bool),
+    jnp.bool_(False),
+    cache,
+  )
   state = jax.lax.while_loop(cond, body, state)
   return state[3][:, 0]  # best finished hypothesis per row, [b, T]
 
 
-def generate(config: T5Config, params, input_ids, attention_mask=None, *, max_new_tokens: int = 64,
-             num_beams: int = 1, do_sample: bool = False, temperature: float = 1.0, top_k: int = 0,
-             seed: int = 0, length_penalty: float = 1.0) -> np.ndarray:
+def generate(
+  config: T5Config,
+  params,
+  input_ids,
+  attention_mask=None,
+  *,
+  max_new_tokens: int = 64,
+  num_beams: int = 1,
+  do_sample: bool = False,
+  temperature: float = 1.0,
+  top_k: int = 0,
+  seed: int = 0,
+  length_penalty: float = 1.0,
+) -> np.ndarray:
   """Generated ids [batch, <= max_new_tokens] (no start token; pad after EOS), as numpy.
 
   Shapes are bucketed (batch and input length to powers of two, the cache to a power of two
@@ -179,22 +242,33 @@ def generate(config: T5Config, params, input_ids, attention_mask=None, *, max_ne
   if max_new_tokens < 1:
     raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
   if num_beams > 1 and do_sample:
-    raise ValueError("beam search with sampling is not supported: use num_beams=1 or "
-                     "do_sample=False")
+    raise ValueError(
+      "beam search with sampling is not supported: use num_beams=1 or do_sample=False"
+    )
   batch, length = input_ids.shape
   padded_batch, padded_len = bucket(batch, 1), bucket(length, 16)
   ids = np.zeros((padded_batch, padded_len), np.int32)
   mask = np.zeros((padded_batch, padded_len), np.int32)
   ids[:batch, :length], mask[:batch, :length] = input_ids, attention_mask
   mask[batch:, 0] = 1  # padding rows attend to one (pad) token, so they stay finite
-  out = _decode(params, ids, mask, jnp.int32(max_new_tokens), jnp.float32(temperature),
-                jnp.float32(length_penalty), jax.random.PRNGKey(seed), config=config,
-                cache_len=bucket(max_new_tokens), num_beams=int(num_beams),
-                do_sample=bool(do_sample), top_k=int(top_k))
+  out = _decode(
+    params,
+    ids,
+    mask,
+    jnp.int32(max_new_tokens),
+    jnp.float32(temperature),
+    jnp.float32(length_penalty),
+    jax.random.PRNGKey(seed),
+    config=config,
+    cache_len=bucket(max_new_tokens),
+    num_beams=int(num_beams),
+    do_sample=bool(do_sample),
+    top_k=int(top_k),
+  )
   out = np.asarray(_first_eos_trim(out, config.eos_token_id, config.pad_token_id))
   out = out[:batch, :max_new_tokens]
   # Trim to the longest generated row (as HF does): a row's length runs through its first EOS,
   # or is max_new_tokens when it never produced one.
   has_eos = (out == config.eos_token_id).any(axis=1)
   lengths = np.where(has_eos, np.argmax(out == config.eos_token_id, axis=1) + 1, out.shape[1])
-  return out[:, :max(1, int(lengths.max(initial=1)))]
+  return out[:, : max(1, int(lengths.max(initial=1)))]

@@ -35,8 +35,14 @@ SAFETENSORS_FILE = "model.safetensors"
 SAFETENSORS_INDEX = "model.safetensors.index.json"
 TORCH_FILE = "pytorch_model.bin"
 TORCH_INDEX = "pytorch_model.bin.index.json"
-TOKENIZER_FILES = ("spiece.model", "tokenizer.json", "tokenizer_config.json",
-                   "special_tokens_map.json", "added_tokens.json", "generation_config.json")
+TOKENIZER_FILES = (
+  "spiece.model",
+  "tokenizer.json",
+  "tokenizer_config.json",
+  "special_tokens_map.json",
+  "added_tokens.json",
+  "generation_config.json",
+)
 # Tensors HF writes that are tied copies of `shared.weight`.
 _TIED_COPIES = ("encoder.embed_tokens.weight", "decoder.embed_tokens.weight")
 
@@ -60,10 +66,16 @@ def _mlp_names(hf_prefix: str, ours: tuple[str, ...], config: T5Config):
 def rename_table(config: T5Config) -> Iterator[tuple[str, tuple[str, ...], str]]:
   """Yields (HF tensor name, our param path, kind of reshape) for every parameter."""
   yield "shared.weight", ("token_embedder", "embedding"), "same"
-  yield ("encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight",
-         ("encoder_relpos_bias", "rel_embedding"), "same")
-  yield ("decoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight",
-         ("decoder_relpos_bias", "rel_embedding"), "same")
+  yield (
+    "encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight",
+    ("encoder_relpos_bias", "rel_embedding"),
+    "same",
+  )
+  yield (
+    "decoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight",
+    ("decoder_relpos_bias", "rel_embedding"),
+    "same",
+  )
   for i in range(config.num_layers):
     hf, ours = f"encoder.block.{i}", (f"encoder_layers_{i}",)
     yield from _attention_names(f"{hf}.layer.0.SelfAttention", (*ours, "attention"))
@@ -74,12 +86,19 @@ def rename_table(config: T5Config) -> Iterator[tuple[str, tuple[str, ...], str]]
   for i in range(config.num_decoder_layers):
     hf, ours = f"decoder.block.{i}", (f"decoder_layers_{i}",)
     yield from _attention_names(f"{hf}.layer.0.SelfAttention", (*ours, "self_attention"))
-    yield (f"{hf}.layer.0.layer_norm.weight", (*ours, "pre_self_attention_layer_norm", "scale"),
-           "same")
-    yield from _attention_names(f"{hf}.layer.1.EncDecAttention",
-                                (*ours, "encoder_decoder_attention"))
-    yield (f"{hf}.layer.1.layer_norm.weight", (*ours, "pre_cross_attention_layer_norm", "scale"),
-           "same")
+    yield (
+      f"{hf}.layer.0.layer_norm.weight",
+      (*ours, "pre_self_attention_layer_norm", "scale"),
+      "same",
+    )
+    yield from _attention_names(
+      f"{hf}.layer.1.EncDecAttention", (*ours, "encoder_decoder_attention")
+    )
+    yield (
+      f"{hf}.layer.1.layer_norm.weight",
+      (*ours, "pre_cross_attention_layer_norm", "scale"),
+      "same",
+    )
     yield from _mlp_names(f"{hf}.layer.2.DenseReluDense", ours, config)
     yield f"{hf}.layer.2.layer_norm.weight", (*ours, "pre_mlp_layer_norm", "scale"), "same"
   yield "decoder.final_layer_norm.weight", ("decoder_norm", "scale"), "same"
@@ -150,10 +169,12 @@ def _read_config(directory: str) -> T5Config:
   archs = raw.get("architectures") or []
   if raw.get("model_type") != "t5" and not any(a.startswith("T5") for a in archs):
     raise CheckpointError(
-        f"{path} describes model_type={raw.get('model_type')!r} (architectures={archs}); "
-        "flanjax loads T5 encoder-decoder checkpoints only")
-  missing = [k for k in ("vocab_size", "d_model", "d_kv", "d_ff", "num_layers", "num_heads")
-             if k not in raw]
+      f"{path} describes model_type={raw.get('model_type')!r} (architectures={archs}); "
+      "flanjax loads T5 encoder-decoder checkpoints only"
+    )
+  missing = [
+    k for k in ("vocab_size", "d_model", "d_kv", "d_ff", "num_layers", "num_heads") if k not in raw
+  ]
   if missing:
     raise CheckpointError(f"{path} lacks the T5 fields {missing}")
   # transformers 5 always writes tie_word_embeddings=true for T5 and keeps the v1.0/v1.1
@@ -177,8 +198,9 @@ def _weight_files(directory: str) -> list[str]:
     if os.path.isfile(os.path.join(directory, name)):
       return [os.path.join(directory, name)]
   raise CheckpointError(
-      f"{directory} has no weights: expected {SAFETENSORS_FILE}, {SAFETENSORS_INDEX}, "
-      f"{TORCH_FILE} or {TORCH_INDEX}")
+    f"{directory} has no weights: expected {SAFETENSORS_FILE}, {SAFETENSORS_INDEX}, "
+    f"{TORCH_FILE} or {TORCH_INDEX}"
+  )
 
 
 def _read_tensors(files: list[str]) -> dict[str, tuple[np.ndarray, str]]:
@@ -189,6 +211,7 @@ def _read_tensors(files: list[str]) -> dict[str, tuple[np.ndarray, str]]:
       raise CheckpointError(f"weight shard {path} listed in the index is missing")
     if path.endswith(".safetensors"):
       from safetensors import safe_open
+
       with safe_open(path, framework="flax") as f:
         for name in f.keys():
           tensors[name] = (np.asarray(f.get_tensor(name), np.float32), path)
@@ -197,8 +220,9 @@ def _read_tensors(files: list[str]) -> dict[str, tuple[np.ndarray, str]]:
         import torch
       except ImportError as e:
         raise CheckpointError(
-            f"{path} is a PyTorch pickle; reading it needs torch (pip install 'flanjax[test]') "
-            "or convert the checkpoint to model.safetensors") from e
+          f"{path} is a PyTorch pickle; reading it needs torch (pip install 'flanjax[test]') "
+          "or convert the checkpoint to model.safetensors"
+        ) from e
       state = torch.load(path, map_location="cpu", weights_only=True)
       for name, value in state.items():
         tensors[name] = (value.float().numpy(), path)
@@ -212,12 +236,15 @@ def _resolve(path_or_name: str) -> str:
     raise CheckpointError(f"{path_or_name} is not a directory holding an HF T5 checkpoint")
   try:
     from huggingface_hub import snapshot_download
+
     return snapshot_download(
-        path_or_name, allow_patterns=[CONFIG_FILE, "*.safetensors", "*.json", "spiece.model"])
+      path_or_name, allow_patterns=[CONFIG_FILE, "*.safetensors", "*.json", "spiece.model"]
+    )
   except Exception as e:  # noqa: BLE001 — any hub failure becomes one clear message
     raise CheckpointError(
-        f"could not load {path_or_name!r}: it is not a local directory and the Hugging Face hub "
-        f"did not provide it ({type(e).__name__}: {e})") from e
+      f"could not load {path_or_name!r}: it is not a local directory and the Hugging Face hub "
+      f"did not provide it ({type(e).__name__}: {e})"
+    ) from e
 
 
 def load_pretrained(path_or_hub_name: str | os.PathLike, dtype: str = "float32") -> T5Model:
@@ -235,22 +262,26 @@ def load_pretrained(path_or_hub_name: str | os.PathLike, dtype: str = "float32")
       # An untied (v1.1) config whose head was saved tied: the head is the embedding.
       hf_name = "shared.weight"
     if hf_name not in tensors:
-      raise CheckpointError(f"{directory}: tensor {hf_name!r} is missing from the checkpoint "
-                            f"(needed for parameter {'/'.join(path)})")
+      raise CheckpointError(
+        f"{directory}: tensor {hf_name!r} is missing from the checkpoint "
+        f"(needed for parameter {'/'.join(path)})"
+      )
     array, source = tensors[hf_name]
     if hf_name == "shared.weight" and path == ("logits_dense",):
       kind = "linear"
     expected_hf = _hf_shape(_get_path(shapes, path).shape, kind)
     if array.shape != expected_hf:
       raise CheckpointError(
-          f"{source}: tensor {hf_name!r} has shape {list(array.shape)}, but {CONFIG_FILE} implies "
-          f"{list(expected_hf)}")
+        f"{source}: tensor {hf_name!r} has shape {list(array.shape)}, but {CONFIG_FILE} implies "
+        f"{list(expected_hf)}"
+      )
     _set_path(params, path, jnp.asarray(_to_ours(array, kind, config), dtype=jnp.dtype(dtype)))
   used = {name for name, _, _ in rename_table(config)} | set(_TIED_COPIES) | {"lm_head.weight"}
   extra = sorted(set(tensors) - used)
   if extra:
-    logging.warning("%s: ignoring %d tensors flanjax does not use, e.g. %s", directory, len(extra),
-                    extra[:3])
+    logging.warning(
+      "%s: ignoring %d tensors flanjax does not use, e.g. %s", directory, len(extra), extra[:3]
+    )
   return T5Model(config, params, source_dir=directory)
 
 
@@ -261,6 +292,7 @@ def save_pretrained(model: T5Model, out_dir: str | os.PathLike, tokenizer_dir: s
   directory the model was loaded from.
   """
   from safetensors.numpy import save_file
+
   out_dir = os.fspath(out_dir)
   os.makedirs(out_dir, exist_ok=True)
   config = model.config
@@ -284,10 +316,16 @@ def save_pretrained(model: T5Model, out_dir: str | os.PathLike, tokenizer_dir: s
 
 # ------------------------------------------------------------------ the model object
 @functools.partial(jax.jit, static_argnames=("config",))
-def _logits(params, input_ids, decoder_input_ids, attention_mask, decoder_attention_mask, *,
-            config):
-  return t5.T5(config).apply({"params": params}, input_ids, decoder_input_ids,
-                             encoder_mask=attention_mask, decoder_mask=decoder_attention_mask)
+def _logits(
+  params, input_ids, decoder_input_ids, attention_mask, decoder_attention_mask, *, config
+):
+  return t5.T5(config).apply(
+    {"params": params},
+    input_ids,
+    decoder_input_ids,
+    encoder_mask=attention_mask,
+    decoder_mask=decoder_attention_mask,
+  )
 
 
 class T5Model:
@@ -308,14 +346,38 @@ class T5Model:
     if attention_mask is None:
       attention_mask = input_ids != self.config.pad_token_id
     dec_mask = None if decoder_attention_mask is None else jnp.asarray(decoder_attention_mask)
-    return _logits(self.params, input_ids, jnp.asarray(decoder_input_ids, jnp.int32),
-                   jnp.asarray(attention_mask), dec_mask, config=self.config)
+    return _logits(
+      self.params,
+      input_ids,
+      jnp.asarray(decoder_input_ids, jnp.int32),
+      jnp.asarray(attention_mask),
+      dec_mask,
+      config=self.config,
+    )
 
-  def generate(self, input_ids, attention_mask=None, max_new_tokens: int = 64, num_beams: int = 1,
-               do_sample: bool = False, temperature: float = 1.0, top_k: int = 0, seed: int = 0,
-               length_penalty: float = 1.0) -> np.ndarray:
+  def generate(
+    self,
+    input_ids,
+    attention_mask=None,
+    max_new_tokens: int = 64,
+    num_beams: int = 1,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    seed: int = 0,
+    length_penalty: float = 1.0,
+  ) -> np.ndarray:
     """Generated ids [batch, <= max_new_tokens] (no start token; pad after EOS)."""
-    return decode.generate(self.config, self.params, input_ids, attention_mask,
-                           max_new_tokens=max_new_tokens, num_beams=num_beams,
-                           do_sample=do_sample, temperature=temperature, top_k=top_k, seed=seed,
-                           length_penalty=length_penalty)
+    return decode.generate(
+      self.config,
+      self.params,
+      input_ids,
+      attention_mask,
+      max_new_tokens=max_new_tokens,
+      num_beams=num_beams,
+      do_sample=do_sample,
+      temperature=temperature,
+      top_k=top_k,
+      seed=seed,
+      length_penalty=length_penalty,
+    )

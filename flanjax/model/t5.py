@@ -37,8 +37,9 @@ from flanjax.model.config import T5Config
 _MASK_VALUE = -1e9  # finite, so a fully masked (padding) row gives a uniform softmax, never NaN.
 
 
-def _param(module: nn.Module, name: str, shape: Sequence[int], axes: tuple[str, ...], std: float,
-           dtype) -> jax.Array:
+def _param(
+  module: nn.Module, name: str, shape: Sequence[int], axes: tuple[str, ...], std: float, dtype
+) -> jax.Array:
   init = nn.initializers.normal(stddev=std) if std else nn.initializers.ones
   return module.param(name, nn.with_logical_partitioning(init, axes), tuple(shape), dtype)
 
@@ -49,15 +50,17 @@ def dense(x: jax.Array, kernel: jax.Array, contract: int = 1, out_dtype=None) ->
   x [b, l, d] · kernel [d, h, k] → [b, l, h, k]. Flattening to [b*l, d] @ [d, h*k] matters on
   XLA:CPU: the weight gradient of a 3-D dot contracts over two axes and ran ~1.8× slower.
   """
-  lead, inner = x.shape[:x.ndim - contract], x.shape[x.ndim - contract:]
+  lead, inner = x.shape[: x.ndim - contract], x.shape[x.ndim - contract :]
   size = math.prod(inner)
-  y = jnp.matmul(x.reshape(-1, size), kernel.reshape(size, -1),
-                 preferred_element_type=out_dtype)  # [b*l, out]
+  y = jnp.matmul(
+    x.reshape(-1, size), kernel.reshape(size, -1), preferred_element_type=out_dtype
+  )  # [b*l, out]
   return y.reshape(*lead, *kernel.shape[contract:])
 
 
-def relative_position_bucket(relative_position: jax.Array, *, bidirectional: bool, num_buckets: int,
-                             max_distance: int) -> jax.Array:
+def relative_position_bucket(
+  relative_position: jax.Array, *, bidirectional: bool, num_buckets: int, max_distance: int
+) -> jax.Array:
   """T5's log-spaced buckets for `memory_position - query_position` (same as HF / Mesh TF).
 
   Example (bidirectional, 32 buckets, max distance 128): -1 → 1, 0 → 0, 1 → 17, 200 → 31.
@@ -72,8 +75,11 @@ def relative_position_bucket(relative_position: jax.Array, *, bidirectional: boo
   max_exact = num_buckets // 2
   is_small = distance < max_exact
   # Same float32 arithmetic as the reference; max(…, 1) only avoids log(0) in the unused branch.
-  scaled = (jnp.log(jnp.maximum(distance, 1).astype(jnp.float32) / max_exact)
-            / math.log(max_distance / max_exact) * (num_buckets - max_exact))
+  scaled = (
+    jnp.log(jnp.maximum(distance, 1).astype(jnp.float32) / max_exact)
+    / math.log(max_distance / max_exact)
+    * (num_buckets - max_exact)
+  )
   large = jnp.minimum(max_exact + scaled.astype(relative_position.dtype), num_buckets - 1)
   return buckets + jnp.where(is_small, distance, large)
 
@@ -103,13 +109,21 @@ class RelativePositionBias(nn.Module):
   def __call__(self, query_positions: jax.Array, key_positions: jax.Array) -> jax.Array:
     """[b, q] and [b, k] int positions → float32 bias [b, heads, q, k]."""
     cfg = self.config
-    table = _param(self, "rel_embedding", (cfg.relative_attention_num_buckets, cfg.num_heads),
-                   ("relpos_buckets", "heads"), cfg.d_model**-0.5, jnp.dtype(cfg.param_dtype))
+    table = _param(
+      self,
+      "rel_embedding",
+      (cfg.relative_attention_num_buckets, cfg.num_heads),
+      ("relpos_buckets", "heads"),
+      cfg.d_model**-0.5,
+      jnp.dtype(cfg.param_dtype),
+    )
     relative = key_positions[:, None, :] - query_positions[:, :, None]  # [b, q, k]
     buckets = relative_position_bucket(
-        relative, bidirectional=self.bidirectional,
-        num_buckets=cfg.relative_attention_num_buckets,
-        max_distance=cfg.relative_attention_max_distance)
+      relative,
+      bidirectional=self.bidirectional,
+      num_buckets=cfg.relative_attention_num_buckets,
+      max_distance=cfg.relative_attention_max_distance,
+    )
     bias = jnp.take(table.astype(jnp.float32), buckets, axis=0)  # [b, q, k, heads]
     return jnp.transpose(bias, (0, 3, 1, 2))  # [b, heads, q, k]
 
@@ -137,8 +151,9 @@ class Attention(nn.Module):
     value = dense(x, self.v.astype(dt)).transpose(0, 2, 1, 3)  # [batch, heads, length, kv]
     return nn.with_logical_constraint(key, axes), nn.with_logical_constraint(value, axes)
 
-  def attend(self, x_q: jax.Array, key: jax.Array, value: jax.Array, bias: jax.Array,
-             deterministic: bool) -> jax.Array:
+  def attend(
+    self, x_q: jax.Array, key: jax.Array, value: jax.Array, bias: jax.Array, deterministic: bool
+  ) -> jax.Array:
     """x_q [b, q, d]; key/value [b, h, k, kv]; bias float32 [b|1, h, q, k] → [b, q, d].
 
     Heads stay in front of the length axes: XLA:CPU runs 'bhqk,bhkd' about 4× faster than the
@@ -147,8 +162,9 @@ class Attention(nn.Module):
     dt = jnp.dtype(self.config.dtype)
     query = dense(x_q, self.q.astype(dt)).transpose(0, 2, 1, 3)  # [batch, heads, q, kv]
     query = nn.with_logical_constraint(query, ("batch", "heads", "length", "kv"))
-    scores = jnp.einsum("bhqd,bhkd->bhqk", query, key,
-                        preferred_element_type=jnp.float32)  # [batch, heads, q, k]
+    scores = jnp.einsum(
+      "bhqd,bhkd->bhqk", query, key, preferred_element_type=jnp.float32
+    )  # [batch, heads, q, k]
     weights = jax.nn.softmax(scores + bias, axis=-1)
     weights = self.dropout(weights, deterministic=deterministic).astype(dt)
     out = jnp.einsum("bhqk,bhkd->bhqd", weights, value)  # [batch, heads, q, kv]
@@ -170,8 +186,9 @@ class MLP(nn.Module):
     cfg = self.config
     dt, pdt = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
     d, f = cfg.d_model, cfg.d_ff
-    act = {"relu": jax.nn.relu,
-           "gelu": lambda y: jax.nn.gelu(y, approximate=True)}[cfg.activation]  # HF "gelu_new"
+    act = {"relu": jax.nn.relu, "gelu": lambda y: jax.nn.gelu(y, approximate=True)}[
+      cfg.activation
+    ]  # HF "gelu_new"
     if cfg.is_gated:
       wi_0 = _param(self, "wi_0", (d, f), ("embed", "mlp"), d**-0.5, pdt)
       wi_1 = _param(self, "wi_1", (d, f), ("embed", "mlp"), d**-0.5, pdt)
@@ -235,8 +252,9 @@ class DecoderLayer(nn.Module):
     y = self.pre_self_attention_layer_norm(x)
     key, value = self.self_attention.project_kv(y)  # [b, h, 1, kv]
     cache_key = jax.lax.dynamic_update_slice_in_dim(cache[0], key.astype(cache[0].dtype), index, 2)
-    cache_value = jax.lax.dynamic_update_slice_in_dim(cache[1], value.astype(cache[1].dtype), index,
-                                                      2)
+    cache_value = jax.lax.dynamic_update_slice_in_dim(
+      cache[1], value.astype(cache[1].dtype), index, 2
+    )
     y = self.self_attention.attend(y, cache_key, cache_value, self_bias, True)
     x = x + y
     return self._cross_and_mlp(x, cross_kv, cross_bias, True), (cache_key, cache_value)
@@ -264,9 +282,12 @@ class T5(nn.Module):
     cfg = self.config
     pdt = jnp.dtype(cfg.param_dtype)
     self.token_embedder = nn.Embed(
-        cfg.vocab_size, cfg.d_model, dtype=jnp.dtype(cfg.dtype), param_dtype=pdt,
-        embedding_init=nn.with_logical_partitioning(nn.initializers.normal(1.0),
-                                                    ("vocab", "embed")))
+      cfg.vocab_size,
+      cfg.d_model,
+      dtype=jnp.dtype(cfg.dtype),
+      param_dtype=pdt,
+      embedding_init=nn.with_logical_partitioning(nn.initializers.normal(1.0), ("vocab", "embed")),
+    )
     self.encoder_relpos_bias = RelativePositionBias(cfg, bidirectional=True)
     self.encoder_layers = [EncoderLayer(cfg) for _ in range(cfg.num_layers)]
     self.encoder_norm = RMSNorm(cfg)
@@ -275,9 +296,11 @@ class T5(nn.Module):
     self.decoder_norm = RMSNorm(cfg)
     if not cfg.tie_word_embeddings:
       self.logits_dense = self.param(
-          "logits_dense",
-          nn.with_logical_partitioning(nn.initializers.normal(cfg.d_model**-0.5),
-                                       ("embed", "vocab")), (cfg.d_model, cfg.vocab_size), pdt)
+        "logits_dense",
+        nn.with_logical_partitioning(nn.initializers.normal(cfg.d_model**-0.5), ("embed", "vocab")),
+        (cfg.d_model, cfg.vocab_size),
+        pdt,
+      )
     self.dropout = nn.Dropout(cfg.dropout_rate)
 
   def _embed(self, tokens, deterministic):
@@ -293,8 +316,14 @@ class T5(nn.Module):
       return encoder_mask.astype(bool)
     return encoder_input_tokens != self.config.pad_token_id
 
-  def encode(self, encoder_input_tokens, encoder_mask=None, encoder_segment_ids=None,
-             encoder_positions=None, enable_dropout=False):
+  def encode(
+    self,
+    encoder_input_tokens,
+    encoder_mask=None,
+    encoder_segment_ids=None,
+    encoder_positions=None,
+    enable_dropout=False,
+  ):
     """[b, l] tokens → [b, l, d] encoded (after the final norm)."""
     det = not enable_dropout
     key_mask = self.encoder_key_mask(encoder_input_tokens, encoder_mask, encoder_segment_ids)
@@ -319,20 +348,30 @@ class T5(nn.Module):
     logits = dense(y, kernel.astype(y.dtype), out_dtype=jnp.float32)  # [batch, length, vocab]
     return nn.with_logical_constraint(logits, ("batch", "length", "vocab"))
 
-  def decode(self, encoded, encoder_key_mask, decoder_input_tokens, decoder_segment_ids=None,
-             decoder_positions=None, decoder_mask=None, encoder_segment_ids=None,
-             enable_dropout=False):
+  def decode(
+    self,
+    encoded,
+    encoder_key_mask,
+    decoder_input_tokens,
+    decoder_segment_ids=None,
+    decoder_positions=None,
+    decoder_mask=None,
+    encoder_segment_ids=None,
+    enable_dropout=False,
+  ):
     det = not enable_dropout
     length = decoder_input_tokens.shape[1]
     causal = jnp.tril(jnp.ones((length, length), bool))[None]  # [1, q, k]
     self_mask = jnp.broadcast_to(causal, (decoder_input_tokens.shape[0], length, length))
-    cross_mask = jnp.broadcast_to(encoder_key_mask[:, None, :],
-                                  (encoder_key_mask.shape[0], length, encoder_key_mask.shape[1]))
+    cross_mask = jnp.broadcast_to(
+      encoder_key_mask[:, None, :], (encoder_key_mask.shape[0], length, encoder_key_mask.shape[1])
+    )
     if decoder_segment_ids is not None:
       self_mask = self_mask & (decoder_segment_ids[:, :, None] == decoder_segment_ids[:, None, :])
       if encoder_segment_ids is not None:
-        cross_mask = cross_mask & (decoder_segment_ids[:, :, None]
-                                   == encoder_segment_ids[:, None, :])
+        cross_mask = cross_mask & (
+          decoder_segment_ids[:, :, None] == encoder_segment_ids[:, None, :]
+        )
     elif decoder_mask is not None:
       self_mask = self_mask & decoder_mask.astype(bool)[:, None, :]
     pos = _positions(decoder_input_tokens, decoder_positions)
@@ -344,9 +383,19 @@ class T5(nn.Module):
     y = self.dropout(self.decoder_norm(x), det)
     return self.logits_from_hidden(y)
 
-  def __call__(self, encoder_input_tokens, decoder_input_tokens, *, encoder_segment_ids=None,
-               decoder_segment_ids=None, encoder_positions=None, decoder_positions=None,
-               encoder_mask=None, decoder_mask=None, enable_dropout=False):
+  def __call__(
+    self,
+    encoder_input_tokens,
+    decoder_input_tokens,
+    *,
+    encoder_segment_ids=None,
+    decoder_segment_ids=None,
+    encoder_positions=None,
+    decoder_positions=None,
+    encoder_mask=None,
+    decoder_mask=None,
+    enable_dropout=False,
+  ):
     """Teacher-forced logits, float32 [batch, target_len, vocab].
 
     Without segment ids, token id 0 in `encoder_input_tokens` is padding (or pass `encoder_mask`)
@@ -354,10 +403,19 @@ class T5(nn.Module):
     stays inside a segment and relative positions come from `*_positions`.
     """
     key_mask = self.encoder_key_mask(encoder_input_tokens, encoder_mask, encoder_segment_ids)
-    encoded = self.encode(encoder_input_tokens, encoder_mask, encoder_segment_ids,
-                          encoder_positions, enable_dropout)
-    return self.decode(encoded, key_mask, decoder_input_tokens, decoder_segment_ids,
-                       decoder_positions, decoder_mask, encoder_segment_ids, enable_dropout)
+    encoded = self.encode(
+      encoder_input_tokens, encoder_mask, encoder_segment_ids, encoder_positions, enable_dropout
+    )
+    return self.decode(
+      encoded,
+      key_mask,
+      decoder_input_tokens,
+      decoder_segment_ids,
+      decoder_positions,
+      decoder_mask,
+      encoder_segment_ids,
+      enable_dropout,
+    )
 
   # ------------------------------------------------------------------ cached decoding
   def cross_kv(self, encoded):

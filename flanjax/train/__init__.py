@@ -7,5 +7,12 @@ from flanjax.train.config import TrainConfig
 from flanjax.train.loop import NonFiniteLossError, run, train
 from flanjax.train.optim import OptimizerConfig, make_optimizer, make_schedule
 
-__all__ = ["NonFiniteLossError", "OptimizerConfig", "TrainConfig", "make_optimizer",
-           "make_schedule", "run", "train"]
+__all__ = [
+  "NonFiniteLossError",
+  "OptimizerConfig",
+  "TrainConfig",
+  "make_optimizer",
+  "make_schedule",
+  "run",
+  "train",
+]

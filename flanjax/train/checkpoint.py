@@ -47,12 +47,17 @@ def quarantine_incomplete_steps(directory: str | pathlib.Path) -> list[pathlib.P
       if not (child.is_dir() and child.name.isdigit()):
         continue
       complete = (child / _FINALIZED_MARKER).exists() and all(
-          (child / item).is_dir() for item in _ITEMS)
+        (child / item).is_dir() for item in _ITEMS
+      )
       if not complete:
         target = child.with_name(f"{child.name}.incomplete-{int(time.time())}")
         child.rename(target)
-        logging.warning("checkpoint %s is incomplete (no %s); moved aside to %s and ignored",
-                        child, _FINALIZED_MARKER, target.name)
+        logging.warning(
+          "checkpoint %s is incomplete (no %s); moved aside to %s and ignored",
+          child,
+          _FINALIZED_MARKER,
+          target.name,
+        )
         moved.append(target)
   if jax.process_count() > 1:
     multihost_utils.sync_global_devices("flanjax_quarantine_incomplete_checkpoints")
@@ -68,7 +73,8 @@ class Checkpointer:
     self.directory = pathlib.Path(directory).absolute()
     self.moved_aside = quarantine_incomplete_steps(self.directory)
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=keep, enable_async_checkpointing=async_save, create=True)
+      max_to_keep=keep, enable_async_checkpointing=async_save, create=True
+    )
     self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=_ITEMS)
 
   def all_steps(self) -> list[int]:
@@ -81,10 +87,9 @@ class Checkpointer:
   def save(self, step: int, state: Any, *, extra: dict[str, Any]) -> None:
     """Starts an async save of `state` and `extra` (JSON) at `step` (all processes call it)."""
     self._manager.save(
-        step,
-        args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                extra=ocp.args.JsonSave(extra)),
-        force=True,
+      step,
+      args=ocp.args.Composite(state=ocp.args.StandardSave(state), extra=ocp.args.JsonSave(extra)),
+      force=True,
     )
 
   def read_extra(self, step: int) -> dict[str, Any]:
@@ -95,7 +100,8 @@ class Checkpointer:
   def restore_state(self, step: int, abstract_state: Any) -> Any:
     """Restores the state of `step` straight into the shardings carried by `abstract_state`."""
     restored = self._manager.restore(
-        step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state)))
+      step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state))
+    )
     return restored["state"]
 
   def wait(self) -> None:

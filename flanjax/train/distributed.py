@@ -59,9 +59,11 @@ def initialize_from_env(environ: dict[str, str] | None = None) -> tuple[int, int
     local_ids = env.get(_ENV_LOCAL_DEVICES)
     _use_gloo_on_cpu()
     jax.distributed.initialize(
-        coordinator_address=env[_ENV_COORDINATOR], num_processes=num_processes,
-        process_id=process_id,
-        local_device_ids=[int(i) for i in local_ids.split(",")] if local_ids else None)
+      coordinator_address=env[_ENV_COORDINATOR],
+      num_processes=num_processes,
+      process_id=process_id,
+      local_device_ids=[int(i) for i in local_ids.split(",")] if local_ids else None,
+    )
   elif int(env.get("SLURM_NTASKS", "1")) > 1 and "SLURM_JOB_ID" in env:
     _use_gloo_on_cpu()
     jax.distributed.initialize()
@@ -78,10 +80,12 @@ def gather_json(local: Any) -> list[Any]:
   encoded = np.frombuffer(json.dumps(local, sort_keys=True).encode(), dtype=np.uint8)
   lengths = multihost_utils.process_allgather(np.asarray([encoded.size], np.int32))  # [procs, 1]
   padded = np.zeros(int(lengths.max()), np.uint8)
-  padded[:encoded.size] = encoded
+  padded[: encoded.size] = encoded
   gathered = multihost_utils.process_allgather(padded)  # [procs, max_len]
-  return [json.loads(bytes(row[:int(n)]).decode())
-          for row, n in zip(gathered, lengths.reshape(-1), strict=True)]
+  return [
+    json.loads(bytes(row[: int(n)]).decode())
+    for row, n in zip(gathered, lengths.reshape(-1), strict=True)
+  ]
 
 
 def any_process(flag: bool) -> bool:

@@ -30,14 +30,14 @@ import jax.numpy as jnp
 
 # Dense bf16 peaks per chip, by jax `device_kind` prefix (the sparse figures are twice these).
 KNOWN_PEAK_FLOPS = {
-    "NVIDIA H100": 989e12,
-    "NVIDIA H200": 989e12,
-    "NVIDIA A100": 312e12,
-    "TPU v4": 275e12,
-    "TPU v5 lite": 197e12,
-    "TPU v5e": 197e12,
-    "TPU v5p": 459e12,
-    "TPU v6 lite": 918e12,
+  "NVIDIA H100": 989e12,
+  "NVIDIA H200": 989e12,
+  "NVIDIA A100": 312e12,
+  "TPU v4": 275e12,
+  "TPU v5 lite": 197e12,
+  "TPU v5e": 197e12,
+  "TPU v5p": 459e12,
+  "TPU v6 lite": 918e12,
 }
 
 
@@ -60,12 +60,18 @@ def decoder_matmul_params(cfg) -> int:
 def train_flops_per_sequence(cfg, input_length: int, target_length: int) -> float:
   """Training FLOPs (forward + backward) for one sequence pair; see the module docstring."""
   head = cfg.d_model * cfg.vocab_size
-  weights = 6 * (encoder_matmul_params(cfg) * input_length
-                 + (decoder_matmul_params(cfg) + head) * target_length)
+  weights = 6 * (
+    encoder_matmul_params(cfg) * input_length + (decoder_matmul_params(cfg) + head) * target_length
+  )
   inner = cfg.num_heads * cfg.d_kv
-  attention = 12 * inner * (cfg.num_layers * input_length**2
-                            + cfg.num_decoder_layers * (target_length**2
-                                                        + target_length * input_length))
+  attention = (
+    12
+    * inner
+    * (
+      cfg.num_layers * input_length**2
+      + cfg.num_decoder_layers * (target_length**2 + target_length * input_length)
+    )
+  )
   return float(weights + attention)
 
 

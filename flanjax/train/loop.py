@@ -58,10 +58,18 @@ from flanjax.train.state import (
 )
 from flanjax.train.step import jit_train_step, make_train_step
 
-BATCH_KEYS = ("encoder_input_tokens", "decoder_input_tokens", "decoder_target_tokens",
-              "decoder_loss_weights")
-PACKING_KEYS = ("encoder_segment_ids", "decoder_segment_ids", "encoder_positions",
-                "decoder_positions")
+BATCH_KEYS = (
+  "encoder_input_tokens",
+  "decoder_input_tokens",
+  "decoder_target_tokens",
+  "decoder_loss_weights",
+)
+PACKING_KEYS = (
+  "encoder_segment_ids",
+  "decoder_segment_ids",
+  "encoder_positions",
+  "decoder_positions",
+)
 _AVERAGED = ("loss", "cross_entropy", "z_loss", "grad_norm")
 
 
@@ -84,8 +92,11 @@ class MetricsWriter:
       return
     if resume_step is not None and self.path.exists():
       # Steps after the restored checkpoint will be recomputed: drop their stale lines.
-      kept = [line for line in self.path.read_text().splitlines()
-              if line.strip() and json.loads(line).get("step", 0) <= resume_step]
+      kept = [
+        line
+        for line in self.path.read_text().splitlines()
+        if line.strip() and json.loads(line).get("step", 0) <= resume_step
+      ]
       self.path.write_text("".join(line + "\n" for line in kept))
     self._file = self.path.open("a")
     self._tensorboard = _import_summary_writer()(str(workdir / "tensorboard"))
@@ -154,11 +165,20 @@ def _config_json(config: Any) -> Any:
   return json.loads(json.dumps(config, default=str))
 
 
-def train(config: Any, workdir: str | pathlib.Path, batch_iter: Iterator[dict[str, np.ndarray]],
-          eval_fn: Callable[[int, Any], dict[str, Any]] | None = None) -> dict[str, Any]:
+def train(
+  config: Any,
+  workdir: str | pathlib.Path,
+  batch_iter: Iterator[dict[str, np.ndarray]],
+  eval_fn: Callable[[int, Any], dict[str, Any]] | None = None,
+) -> dict[str, Any]:
   """Trains from `config` (an ml_collections ConfigDict); see the module docstring."""
-  return run(TrainConfig.from_config(config), workdir, batch_iter, eval_fn=eval_fn,
-             config_json=_config_json(config))
+  return run(
+    TrainConfig.from_config(config),
+    workdir,
+    batch_iter,
+    eval_fn=eval_fn,
+    config_json=_config_json(config),
+  )
 
 
 def _make_apply_fn(train_config: TrainConfig):
@@ -168,9 +188,14 @@ def _make_apply_fn(train_config: TrainConfig):
   def apply_fn(params, batch, dropout_rng):
     packing = {name: batch[name] for name in PACKING_KEYS if name in batch}
     with nn.logical_axis_rules(partitioning.LOGICAL_AXIS_RULES):
-      return model.apply({"params": params}, batch["encoder_input_tokens"],
-                         batch["decoder_input_tokens"], **packing,
-                         enable_dropout=enable_dropout, rngs={"dropout": dropout_rng})
+      return model.apply(
+        {"params": params},
+        batch["encoder_input_tokens"],
+        batch["decoder_input_tokens"],
+        **packing,
+        enable_dropout=enable_dropout,
+        rngs={"dropout": dropout_rng},
+      )
 
   return apply_fn
 
@@ -182,8 +207,10 @@ def _load_init_from(train_config: TrainConfig) -> Any:
   if model_shape(loaded.config) != model_shape(train_config.model):
     theirs, ours = model_shape(loaded.config), model_shape(train_config.model)
     diff = {k: (theirs[k], ours[k]) for k in ours if theirs[k] != ours[k]}
-    raise ValueError(f"config.init_from={train_config.init_from!r} has a different model shape "
-                     f"than config.model ({{field: (checkpoint, config)}} = {diff})")
+    raise ValueError(
+      f"config.init_from={train_config.init_from!r} has a different model shape "
+      f"than config.model ({{field: (checkpoint, config)}} = {diff})"
+    )
   return jax.tree.map(np.asarray, jax.device_get(loaded.params))
 
 
@@ -194,15 +221,21 @@ def _local_batch(batch: dict[str, np.ndarray], rows: int, step: int) -> dict[str
   picked = {key: np.asarray(batch[key]) for key in BATCH_KEYS + PACKING_KEYS if key in batch}
   for key, value in picked.items():
     if value.shape[0] != rows:
-      raise ValueError(f"batch[{key!r}] has {value.shape[0]} rows in this process; expected "
-                       f"config.train.batch_size / process_count = {rows}")
+      raise ValueError(
+        f"batch[{key!r}] has {value.shape[0]} rows in this process; expected "
+        f"config.train.batch_size / process_count = {rows}"
+      )
   return picked
 
 
-def run(train_config: TrainConfig, workdir: str | pathlib.Path,
-        batch_iter: Iterator[dict[str, np.ndarray]], *,
-        eval_fn: Callable[[int, Any], dict[str, Any]] | None = None,
-        config_json: Any = None) -> dict[str, Any]:
+def run(
+  train_config: TrainConfig,
+  workdir: str | pathlib.Path,
+  batch_iter: Iterator[dict[str, np.ndarray]],
+  *,
+  eval_fn: Callable[[int, Any], dict[str, Any]] | None = None,
+  config_json: Any = None,
+) -> dict[str, Any]:
   """Trains from a `TrainConfig` (the dataclass path of `train`)."""
   tc = train_config
   tc.validate(jax.device_count(), jax.process_count())
@@ -214,38 +247,64 @@ def run(train_config: TrainConfig, workdir: str | pathlib.Path,
   init_fn = lambda rng: t5.init_params(tc.model, rng)
   logical_specs = t5.param_logical_axes(tc.model)
 
-  checkpointer = Checkpointer(workdir / "checkpoints", keep=tc.keep_checkpoints,
-                              async_save=tc.async_checkpoints)
+  checkpointer = Checkpointer(
+    workdir / "checkpoints", keep=tc.keep_checkpoints, async_save=tc.async_checkpoints
+  )
   latest = checkpointer.latest_step()
   if latest is not None:
-    state = _restore(checkpointer, latest, tc, batch_iter, init_fn, logical_specs, optimizer,
-                     mesh)
+    state = _restore(checkpointer, latest, tc, batch_iter, init_fn, logical_specs, optimizer, mesh)
     state_shardings = jax.tree.map(lambda x: x.sharding, state)
   else:
     initial_params = _load_init_from(tc) if tc.init_from else None
     state, state_shardings = create_train_state(
-        init_fn=init_fn, logical_specs=logical_specs, optimizer=optimizer, mesh=mesh,
-        seed=tc.seed, initial_params=initial_params)
+      init_fn=init_fn,
+      logical_specs=logical_specs,
+      optimizer=optimizer,
+      mesh=mesh,
+      seed=tc.seed,
+      initial_params=initial_params,
+    )
   train_step = jit_train_step(
-      make_train_step(_make_apply_fn(tc), optimizer, schedule, dropout_seed=tc.seed + 1,
-                      num_microbatches=tc.num_microbatches, label_smoothing=tc.label_smoothing,
-                      z_loss=tc.z_loss),
-      state_shardings, mesh)
+    make_train_step(
+      _make_apply_fn(tc),
+      optimizer,
+      schedule,
+      dropout_seed=tc.seed + 1,
+      num_microbatches=tc.num_microbatches,
+      label_smoothing=tc.label_smoothing,
+      z_loss=tc.z_loss,
+    ),
+    state_shardings,
+    mesh,
+  )
 
   writer = MetricsWriter(workdir, resume_step=latest)
-  peak, peak_source = ((tc.peak_flops_per_device, "config")
-                       if tc.peak_flops_per_device else flops.peak_flops_per_device())
+  peak, peak_source = (
+    (tc.peak_flops_per_device, "config")
+    if tc.peak_flops_per_device
+    else flops.peak_flops_per_device()
+  )
   # Forced CPU "devices" share the host's cores: the measured peak is per process there.
   chips = jax.process_count() if jax.devices()[0].platform == "cpu" else jax.device_count()
   total_peak = peak * chips
-  logging.info("training %s steps on mesh %s; peak %.3g FLOP/s per chip (%s)", tc.steps,
-               dict(mesh.shape), peak, peak_source)
+  logging.info(
+    "training %s steps on mesh %s; peak %.3g FLOP/s per chip (%s)",
+    tc.steps,
+    dict(mesh.shape),
+    peak,
+    peak_source,
+  )
 
   def extra_for_checkpoint(step: int) -> dict[str, Any]:
     local = batch_iter.get_state() if hasattr(batch_iter, "get_state") else None
-    return {"step": step, "config": config_json, "train_config": tc.to_json_dict(),
-            "model_shape": model_shape(tc.model), "data_states": distributed.gather_json(local),
-            "process_count": jax.process_count()}
+    return {
+      "step": step,
+      "config": config_json,
+      "train_config": tc.to_json_dict(),
+      "model_shape": model_shape(tc.model),
+      "data_states": distributed.gather_json(local),
+      "process_count": jax.process_count(),
+    }
 
   saved_steps = set(checkpointer.all_steps())
 
@@ -276,7 +335,8 @@ def run(train_config: TrainConfig, workdir: str | pathlib.Path,
           input_length = batch["encoder_input_tokens"].shape[1]
           target_length = batch["decoder_target_tokens"].shape[1]
           flops_per_step = tc.batch_size * flops.train_flops_per_sequence(
-              tc.model, input_length, target_length)
+            tc.model, input_length, target_length
+          )
         state, metrics = train_step(state, partitioning.make_global_batch(batch, mesh))
         step += 1
         pending.append(metrics)
@@ -284,11 +344,12 @@ def run(train_config: TrainConfig, workdir: str | pathlib.Path,
           save(step, state)
           checkpointer.wait()
           raise NonFiniteLossError(
-              f"non-finite loss or gradient at step {step} (loss="
-              f"{float(jax.device_get(metrics['loss']))}); stopping because "
-              f"config.train.non_finite='stop'. The update was not applied: the last good "
-              f"parameters are saved in {checkpointer.directory}/{step}. Set "
-              "config.train.non_finite='skip' to drop such updates and continue.")
+            f"non-finite loss or gradient at step {step} (loss="
+            f"{float(jax.device_get(metrics['loss']))}); stopping because "
+            f"config.train.non_finite='stop'. The update was not applied: the last good "
+            f"parameters are saved in {checkpointer.directory}/{step}. Set "
+            "config.train.non_finite='skip' to drop such updates and continue."
+          )
         if step % tc.log_every == 0 or step == tc.steps:
           fetched = jax.device_get(pending)
           pending = []
@@ -296,20 +357,22 @@ def run(train_config: TrainConfig, workdir: str | pathlib.Path,
           tokens = sum(float(m["input_tokens"]) + float(m["target_tokens"]) for m in fetched)
           scalars = {name: float(np.mean([m[name] for m in fetched])) for name in _AVERAGED}
           scalars.update(
-              learning_rate=float(fetched[-1]["learning_rate"]),
-              non_finite_skips=int(fetched[-1]["non_finite_skips"]),
-              tokens_per_second=tokens / elapsed,
-              steps_per_second=len(fetched) / elapsed,
-              mfu=flops_per_step * len(fetched) / elapsed / total_peak,
+            learning_rate=float(fetched[-1]["learning_rate"]),
+            non_finite_skips=int(fetched[-1]["non_finite_skips"]),
+            tokens_per_second=tokens / elapsed,
+            steps_per_second=len(fetched) / elapsed,
+            mfu=flops_per_step * len(fetched) / elapsed / total_peak,
           )
           writer.write(step, scalars)
           last_logged = scalars
           _progress(step, tc.steps, scalars, start_step, run_start)
           interval_start = time.perf_counter()
         if eval_fn is not None and tc.eval_every and step % tc.eval_every == 0:
-          eval_scalars = {f"eval/{name}": float(value)
-                          for name, value in (eval_fn(step, state.params) or {}).items()
-                          if isinstance(value, int | float | np.number)}
+          eval_scalars = {
+            f"eval/{name}": float(value)
+            for name, value in (eval_fn(step, state.params) or {}).items()
+            if isinstance(value, int | float | np.number)
+          }
           if eval_scalars:
             writer.write(step, eval_scalars)
           interval_start = time.perf_counter()
@@ -327,40 +390,54 @@ def run(train_config: TrainConfig, workdir: str | pathlib.Path,
   return {"step": step, **result, **last_logged}
 
 
-def _restore(checkpointer: Checkpointer, step: int, tc: TrainConfig, batch_iter: Any,
-             init_fn: Callable, logical_specs: Any, optimizer: Any, mesh: Any) -> TrainState:
+def _restore(
+  checkpointer: Checkpointer,
+  step: int,
+  tc: TrainConfig,
+  batch_iter: Any,
+  init_fn: Callable,
+  logical_specs: Any,
+  optimizer: Any,
+  mesh: Any,
+) -> TrainState:
   extra = checkpointer.read_extra(step)
   saved_shape, wanted = extra.get("model_shape", {}), model_shape(tc.model)
   if saved_shape != wanted:
     diff = {k: (saved_shape.get(k), wanted[k]) for k in wanted if saved_shape.get(k) != wanted[k]}
     raise CheckpointMismatchError(
-        f"{checkpointer.directory} holds a checkpoint (step {step}) of a different model shape "
-        f"than config.model: {{field: (checkpoint, config)}} = {diff}. Use a new workdir or set "
-        "config.model to the checkpoint's shape.")
+      f"{checkpointer.directory} holds a checkpoint (step {step}) of a different model shape "
+      f"than config.model: {{field: (checkpoint, config)}} = {diff}. Use a new workdir or set "
+      "config.model to the checkpoint's shape."
+    )
   data_states = extra.get("data_states") or []
   if hasattr(batch_iter, "set_state"):
     if len(data_states) != jax.process_count():
       raise CheckpointMismatchError(
-          f"checkpoint step {step} was written by {len(data_states)} process(es); resume it with "
-          f"the same number of processes (now {jax.process_count()})")
+        f"checkpoint step {step} was written by {len(data_states)} process(es); resume it with "
+        f"the same number of processes (now {jax.process_count()})"
+      )
     if data_states[jax.process_index()] is not None:
       batch_iter.set_state(data_states[jax.process_index()])
-  abstract, shardings = abstract_train_state(init_fn=init_fn, logical_specs=logical_specs,
-                                             optimizer=optimizer, mesh=mesh)
+  abstract, shardings = abstract_train_state(
+    init_fn=init_fn, logical_specs=logical_specs, optimizer=optimizer, mesh=mesh
+  )
   with jax.set_mesh(mesh):
     state = checkpointer.restore_state(step, abstract_with_shardings(abstract, shardings))
   logging.info("resumed from %s/%d", checkpointer.directory, step)
   return state
 
 
-def _progress(step: int, total: int, scalars: dict[str, float], start_step: int,
-              run_start: float) -> None:
+def _progress(
+  step: int, total: int, scalars: dict[str, float], start_step: int, run_start: float
+) -> None:
   if jax.process_index() != 0:
     return
   done = step - start_step
   seconds_left = (time.perf_counter() - run_start) / max(done, 1) * (total - step)
-  print(f"step {step}/{total} | loss {scalars['loss']:.4f} | lr {scalars['learning_rate']:.2e} | "
-        f"{scalars['tokens_per_second']:,.0f} tokens/s | mfu {scalars['mfu']:.3f} | "
-        f"skips {scalars['non_finite_skips']} | "
-        f"eta {time.strftime('%H:%M:%S', time.gmtime(seconds_left))}", flush=True)
-
+  print(
+    f"step {step}/{total} | loss {scalars['loss']:.4f} | lr {scalars['learning_rate']:.2e} | "
+    f"{scalars['tokens_per_second']:,.0f} tokens/s | mfu {scalars['mfu']:.3f} | "
+    f"skips {scalars['non_finite_skips']} | "
+    f"eta {time.strftime('%H:%M:%S', time.gmtime(seconds_left))}",
+    flush=True,
+  )

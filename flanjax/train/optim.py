@@ -83,8 +83,12 @@ def make_schedule(config: OptimizerConfig, total_steps: int) -> optax.Schedule:
     return rsqrt
   decay_steps = max(total_steps, warmup + 1)
   return optax.warmup_cosine_decay_schedule(
-      init_value=0.0, peak_value=peak, warmup_steps=warmup, decay_steps=decay_steps,
-      end_value=config.end_learning_rate)
+    init_value=0.0,
+    peak_value=peak,
+    warmup_steps=warmup,
+    decay_steps=decay_steps,
+    end_value=config.end_learning_rate,
+  )
 
 
 def make_optimizer(config: OptimizerConfig, total_steps: int) -> optax.GradientTransformation:
@@ -92,17 +96,21 @@ def make_optimizer(config: OptimizerConfig, total_steps: int) -> optax.GradientT
   schedule = make_schedule(config, total_steps)
   if config.name == "adafactor":
     optimizer = optax.adafactor(
-        learning_rate=schedule,
-        decay_rate=config.adafactor_decay_rate,
-        min_dim_size_to_factor=config.adafactor_min_dim_size_to_factor,
-        multiply_by_parameter_scale=True,
-        clipping_threshold=1.0,
-        weight_decay_rate=config.weight_decay or None,
+      learning_rate=schedule,
+      decay_rate=config.adafactor_decay_rate,
+      min_dim_size_to_factor=config.adafactor_min_dim_size_to_factor,
+      multiply_by_parameter_scale=True,
+      clipping_threshold=1.0,
+      weight_decay_rate=config.weight_decay or None,
     )
   else:
     optimizer = optax.adamw(
-        learning_rate=schedule, b1=config.adam_b1, b2=config.adam_b2, eps=config.adam_eps,
-        weight_decay=config.weight_decay)
+      learning_rate=schedule,
+      b1=config.adam_b1,
+      b2=config.adam_b2,
+      eps=config.adam_eps,
+      weight_decay=config.weight_decay,
+    )
   if config.grad_clip_norm > 0:
     return optax.chain(optax.clip_by_global_norm(config.grad_clip_norm), optimizer)
   return optimizer

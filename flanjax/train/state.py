@@ -49,35 +49,45 @@ def state_shardings(abstract_state: TrainState, logical_specs: Any, mesh: Mesh) 
   """A TrainState of NamedShardings: params from their logical axes, optimizer state derived."""
   params_shardings = partitioning.param_shardings(logical_specs, abstract_state.params, mesh)
   opt_shardings = partitioning.derived_state_shardings(
-      abstract_state.opt_state, abstract_state.params, params_shardings, mesh)
+    abstract_state.opt_state, abstract_state.params, params_shardings, mesh
+  )
   replicated = NamedSharding(mesh, PartitionSpec())
-  return TrainState(step=replicated, params=params_shardings, opt_state=opt_shardings,
-                    non_finite_skips=replicated)
+  return TrainState(
+    step=replicated, params=params_shardings, opt_state=opt_shardings, non_finite_skips=replicated
+  )
 
 
 def _state_from_params(params: Any, optimizer: optax.GradientTransformation) -> TrainState:
-  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                    opt_state=optimizer.init(params),
-                    non_finite_skips=jnp.zeros((), jnp.int32))
+  return TrainState(
+    step=jnp.zeros((), jnp.int32),
+    params=params,
+    opt_state=optimizer.init(params),
+    non_finite_skips=jnp.zeros((), jnp.int32),
+  )
 
 
-def abstract_train_state(*, init_fn: Callable[[jax.Array], Any], logical_specs: Any,
-                         optimizer: optax.GradientTransformation,
-                         mesh: Mesh) -> tuple[TrainState, TrainState]:
+def abstract_train_state(
+  *,
+  init_fn: Callable[[jax.Array], Any],
+  logical_specs: Any,
+  optimizer: optax.GradientTransformation,
+  mesh: Mesh,
+) -> tuple[TrainState, TrainState]:
   """(TrainState of ShapeDtypeStructs, TrainState of NamedShardings), allocating nothing."""
   abstract_state = jax.eval_shape(
-      lambda rng: _state_from_params(init_fn(rng), optimizer), jax.random.key(0))
+    lambda rng: _state_from_params(init_fn(rng), optimizer), jax.random.key(0)
+  )
   return abstract_state, state_shardings(abstract_state, logical_specs, mesh)
 
 
 def create_train_state(
-    *,
-    init_fn: Callable[[jax.Array], Any],
-    logical_specs: Any,
-    optimizer: optax.GradientTransformation,
-    mesh: Mesh,
-    seed: int,
-    initial_params: Any | None = None,
+  *,
+  init_fn: Callable[[jax.Array], Any],
+  logical_specs: Any,
+  optimizer: optax.GradientTransformation,
+  mesh: Mesh,
+  seed: int,
+  initial_params: Any | None = None,
 ) -> tuple[TrainState, TrainState]:
   """Builds the sharded initial state; returns (state, its shardings).
 
@@ -91,40 +101,54 @@ def create_train_state(
       they are placed shard by shard, then the optimizer state is built on device.
   """
   abstract_state, shardings = abstract_train_state(
-      init_fn=init_fn, logical_specs=logical_specs, optimizer=optimizer, mesh=mesh)
+    init_fn=init_fn, logical_specs=logical_specs, optimizer=optimizer, mesh=mesh
+  )
   if initial_params is None:
-    init = jax.jit(lambda rng: _state_from_params(init_fn(rng), optimizer),
-                   out_shardings=shardings)
+    init = jax.jit(lambda rng: _state_from_params(init_fn(rng), optimizer), out_shardings=shardings)
     with jax.set_mesh(mesh):
       return init(jax.random.key(seed)), shardings
   _check_same_tree(abstract_state.params, initial_params)
   placed = jax.tree.map(
-      lambda value, sharding, abstract: partitioning.host_array_to_sharded(
-          value.astype(abstract.dtype), sharding),
-      initial_params, shardings.params, abstract_state.params)
-  init = jax.jit(lambda params: _state_from_params(params, optimizer),
-                 in_shardings=(shardings.params,), out_shardings=shardings)
+    lambda value, sharding, abstract: partitioning.host_array_to_sharded(
+      value.astype(abstract.dtype), sharding
+    ),
+    initial_params,
+    shardings.params,
+    abstract_state.params,
+  )
+  init = jax.jit(
+    lambda params: _state_from_params(params, optimizer),
+    in_shardings=(shardings.params,),
+    out_shardings=shardings,
+  )
   with jax.set_mesh(mesh):
     return init(placed), shardings
 
 
 def _check_same_tree(expected: Any, given: Any) -> None:
-  expected_leaves = {jax.tree_util.keystr(p): x.shape
-                     for p, x in jax.tree_util.tree_flatten_with_path(expected)[0]}
-  given_leaves = {jax.tree_util.keystr(p): tuple(x.shape)
-                  for p, x in jax.tree_util.tree_flatten_with_path(given)[0]}
+  expected_leaves = {
+    jax.tree_util.keystr(p): x.shape for p, x in jax.tree_util.tree_flatten_with_path(expected)[0]
+  }
+  given_leaves = {
+    jax.tree_util.keystr(p): tuple(x.shape)
+    for p, x in jax.tree_util.tree_flatten_with_path(given)[0]
+  }
   if expected_leaves != given_leaves:
     missing = sorted(set(expected_leaves) - set(given_leaves))[:5]
     extra = sorted(set(given_leaves) - set(expected_leaves))[:5]
-    wrong = sorted(k for k in set(expected_leaves) & set(given_leaves)
-                   if expected_leaves[k] != given_leaves[k])[:5]
+    wrong = sorted(
+      k for k in set(expected_leaves) & set(given_leaves) if expected_leaves[k] != given_leaves[k]
+    )[:5]
     raise ValueError(
-        "init_from: the loaded parameters do not match config.model "
-        f"(missing {missing}, unexpected {extra}, wrong shape {wrong})")
+      "init_from: the loaded parameters do not match config.model "
+      f"(missing {missing}, unexpected {extra}, wrong shape {wrong})"
+    )
 
 
 def abstract_with_shardings(abstract: Any, shardings: Any) -> Any:
   """ShapeDtypeStructs carrying shardings: the restore target for Orbax."""
   return jax.tree.map(
-      lambda leaf, sharding: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding),
-      abstract, shardings)
+    lambda leaf, sharding: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding),
+    abstract,
+    shardings,
+  )

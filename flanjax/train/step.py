@@ -36,8 +36,14 @@ class LossSums(NamedTuple):
   weight: jax.Array  # sum of the loss weights (number of real target tokens)
 
 
-def cross_entropy_sums(logits: jax.Array, targets: jax.Array, weights: jax.Array, *,
-                       label_smoothing: float = 0.0, z_loss: float = 0.0) -> LossSums:
+def cross_entropy_sums(
+  logits: jax.Array,
+  targets: jax.Array,
+  weights: jax.Array,
+  *,
+  label_smoothing: float = 0.0,
+  z_loss: float = 0.0,
+) -> LossSums:
   """Weighted sums of the token losses; divide by the global weight sum to get the mean.
 
   With label smoothing s the target distribution is (1 - s) on the target and s / (V - 1)
@@ -53,13 +59,17 @@ def cross_entropy_sums(logits: jax.Array, targets: jax.Array, weights: jax.Array
     low = label_smoothing / (vocab - 1)
     mean_log_prob = jnp.mean(logits, axis=-1) - log_z  # [batch, length]
     # -(confidence * log p_t + low * sum_{v != t} log p_v), minus the target entropy.
-    nll = (confidence * nll - low * (vocab * mean_log_prob + nll)
-           + confidence * jnp.log(confidence) + (vocab - 1) * low * jnp.log(low))
+    nll = (
+      confidence * nll
+      - low * (vocab * mean_log_prob + nll)
+      + confidence * jnp.log(confidence)
+      + (vocab - 1) * low * jnp.log(low)
+    )
   weights = weights.astype(jnp.float32)
   return LossSums(
-      cross_entropy=jnp.sum(nll * weights),
-      z_loss=jnp.sum(z_loss * jnp.square(log_z) * weights),
-      weight=jnp.sum(weights),
+    cross_entropy=jnp.sum(nll * weights),
+    z_loss=jnp.sum(z_loss * jnp.square(log_z) * weights),
+    weight=jnp.sum(weights),
   )
 
 
@@ -79,14 +89,14 @@ def _split_microbatches(batch: dict[str, jax.Array], num_microbatches: int) -> d
 
 
 def make_train_step(
-    apply_fn: ApplyFn,
-    optimizer: optax.GradientTransformation,
-    schedule: optax.Schedule,
-    *,
-    dropout_seed: int,
-    num_microbatches: int = 1,
-    label_smoothing: float = 0.0,
-    z_loss: float = 0.0,
+  apply_fn: ApplyFn,
+  optimizer: optax.GradientTransformation,
+  schedule: optax.Schedule,
+  *,
+  dropout_seed: int,
+  num_microbatches: int = 1,
+  label_smoothing: float = 0.0,
+  z_loss: float = 0.0,
 ) -> Callable[[TrainState, dict[str, jax.Array]], tuple[TrainState, dict[str, jax.Array]]]:
   """The pure step `(state, batch) -> (state, metrics)`.
 
@@ -98,9 +108,13 @@ def make_train_step(
 
   def loss_fn(params, micro, rng, total_weight):
     logits = apply_fn(params, micro, rng)
-    sums = cross_entropy_sums(logits, micro["decoder_target_tokens"],
-                              micro["decoder_loss_weights"], label_smoothing=label_smoothing,
-                              z_loss=z_loss)
+    sums = cross_entropy_sums(
+      logits,
+      micro["decoder_target_tokens"],
+      micro["decoder_loss_weights"],
+      label_smoothing=label_smoothing,
+      z_loss=z_loss,
+    )
     return (sums.cross_entropy + sums.z_loss) / total_weight, sums
 
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
@@ -116,15 +130,20 @@ def make_train_step(
       def accumulate(carry, inputs):
         index, micro = inputs
         (micro_loss, micro_sums), micro_grads = grad_fn(
-            state.params, micro, jax.random.fold_in(rng, index), total_weight)
+          state.params, micro, jax.random.fold_in(rng, index), total_weight
+        )
         loss, sums, grads = carry
         sums = jax.tree.map(jnp.add, sums, micro_sums)
         return (loss + micro_loss, sums, jax.tree.map(jnp.add, grads, micro_grads)), None
 
-      zeros = (jnp.zeros((), jnp.float32), LossSums(*(jnp.zeros((), jnp.float32),) * 3),
-               jax.tree.map(jnp.zeros_like, state.params))
+      zeros = (
+        jnp.zeros((), jnp.float32),
+        LossSums(*(jnp.zeros((), jnp.float32),) * 3),
+        jax.tree.map(jnp.zeros_like, state.params),
+      )
       (loss, sums, grads), _ = jax.lax.scan(
-          accumulate, zeros, (jnp.arange(num_microbatches), micro_batches))
+        accumulate, zeros, (jnp.arange(num_microbatches), micro_batches)
+      )
     grad_norm = optax.global_norm(grads)
     is_finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     updates, new_opt_state = optimizer.update(grads, state.opt_state, state.params)
@@ -132,39 +151,40 @@ def make_train_step(
     keep_new = lambda new, old: jnp.where(is_finite, new, old)
     applied_updates = state.step - state.non_finite_skips  # what the optimizer's count holds
     new_state = state.replace(
-        step=state.step + 1,
-        params=jax.tree.map(keep_new, new_params, state.params),
-        opt_state=jax.tree.map(keep_new, new_opt_state, state.opt_state),
-        non_finite_skips=state.non_finite_skips + (1 - is_finite.astype(jnp.int32)),
+      step=state.step + 1,
+      params=jax.tree.map(keep_new, new_params, state.params),
+      opt_state=jax.tree.map(keep_new, new_opt_state, state.opt_state),
+      non_finite_skips=state.non_finite_skips + (1 - is_finite.astype(jnp.int32)),
     )
     metrics = {
-        "loss": loss,
-        "cross_entropy": sums.cross_entropy / total_weight,
-        "z_loss": sums.z_loss / total_weight,
-        "grad_norm": grad_norm,
-        "learning_rate": jnp.asarray(schedule(applied_updates), jnp.float32),
-        "is_finite": is_finite,
-        "target_tokens": sums.weight,
-        "input_tokens": jnp.sum(batch["encoder_input_tokens"] != 0),
-        "non_finite_skips": new_state.non_finite_skips,
+      "loss": loss,
+      "cross_entropy": sums.cross_entropy / total_weight,
+      "z_loss": sums.z_loss / total_weight,
+      "grad_norm": grad_norm,
+      "learning_rate": jnp.asarray(schedule(applied_updates), jnp.float32),
+      "is_finite": is_finite,
+      "target_tokens": sums.weight,
+      "input_tokens": jnp.sum(batch["encoder_input_tokens"] != 0),
+      "non_finite_skips": new_state.non_finite_skips,
     }
     return new_state, metrics
 
   return train_step
 
 
-def jit_train_step(train_step: Callable, state_shardings: TrainState,
-                   mesh: Mesh) -> Callable[[TrainState, dict[str, jax.Array]], tuple]:
+def jit_train_step(
+  train_step: Callable, state_shardings: TrainState, mesh: Mesh
+) -> Callable[[TrainState, dict[str, jax.Array]], tuple]:
   """`jax.jit` with explicit shardings and donated state (the "pjit"), run under `mesh`.
 
   The batch is sharded over data x fsdp; metrics come back replicated.
   """
   replicated = NamedSharding(mesh, PartitionSpec())
   jitted = jax.jit(
-      train_step,
-      in_shardings=(state_shardings, partitioning.batch_sharding(mesh)),
-      out_shardings=(state_shardings, replicated),
-      donate_argnums=(0,),
+    train_step,
+    in_shardings=(state_shardings, partitioning.batch_sharding(mesh)),
+    out_shardings=(state_shardings, replicated),
+    donate_argnums=(0,),
   )
 
   def run(state, batch):

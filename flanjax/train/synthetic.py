@@ -29,10 +29,21 @@ TASKS = ("reverse", "copy")
 class SyntheticTask:
   """Resumable iterator over per-process batches of a toy seq2seq task."""
 
-  def __init__(self, *, batch_size: int, input_length: int, target_length: int, vocab_size: int,
-               task: str = "reverse", seed: int = 0, min_tokens: int = 1,
-               max_tokens: int | None = None, full: bool = False, process_index: int = 0,
-               process_count: int = 1):
+  def __init__(
+    self,
+    *,
+    batch_size: int,
+    input_length: int,
+    target_length: int,
+    vocab_size: int,
+    task: str = "reverse",
+    seed: int = 0,
+    min_tokens: int = 1,
+    max_tokens: int | None = None,
+    full: bool = False,
+    process_index: int = 0,
+    process_count: int = 1,
+  ):
     if task not in TASKS:
       raise ValueError(f"synthetic task {task!r} is not one of {TASKS}")
     if batch_size % process_count:
@@ -49,8 +60,9 @@ class SyntheticTask:
     self.max_tokens = longest if max_tokens is None else min(max_tokens, longest)
     self.min_tokens = max(1, min(min_tokens, self.max_tokens))
     self.full = full
-    self.local_rows = slice(process_index * batch_size // process_count,
-                            (process_index + 1) * batch_size // process_count)
+    self.local_rows = slice(
+      process_index * batch_size // process_count, (process_index + 1) * batch_size // process_count
+    )
     self._position = 0
 
   def __iter__(self):
@@ -89,8 +101,8 @@ class SyntheticTask:
     decoder_inputs = np.zeros_like(targets)
     decoder_inputs[:, 1:] = targets[:, :-1]  # shifted right, 0 = decoder start
     return {
-        "encoder_input_tokens": inputs,
-        "decoder_input_tokens": decoder_inputs,
-        "decoder_target_tokens": targets,
-        "decoder_loss_weights": (targets != 0).astype(np.float32),
+      "encoder_input_tokens": inputs,
+      "decoder_input_tokens": decoder_inputs,
+      "decoder_target_tokens": targets,
+      "decoder_loss_weights": (targets != 0).astype(np.float32),
     }

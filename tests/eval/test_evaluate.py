@@ -45,37 +45,61 @@ def _examples(num, templates, options, seed=0, length=6):
     for template_id in templates:
       text = f"{words} {'is a ?' if template_id == '0' else 'the ?'}"
       target = options[i % len(options)] if options else " ".join(words.split()[:2])
-      out.append(EvalExample(input_ids=tuple(VOCAB.encode(text)) + (1,), target=target,
-                             template_id=template_id, options=tuple(options), input_text=text))
+      out.append(
+        EvalExample(
+          input_ids=tuple(VOCAB.encode(text)) + (1,),
+          target=target,
+          template_id=template_id,
+          options=tuple(options),
+          input_text=text,
+        )
+      )
   return out
 
 
-def _task(name, category, metric_names, options, splits=("validation", "test"), num=5,
-          seed=0, length=6):
-  data = {split: _examples(num, ["0", "1"], options, seed + i, length)
-          for i, split in enumerate(splits)}
+def _task(
+  name, category, metric_names, options, splits=("validation", "test"), num=5, seed=0, length=6
+):
+  data = {
+    split: _examples(num, ["0", "1"], options, seed + i, length) for i, split in enumerate(splits)
+  }
 
   def load(split, max_examples):
     return evaluate_lib._limit_per_template(data.get(split, []), max_examples)
 
-  return EvalTask(name=name, category=category, metric_names=tuple(metric_names),
-                  splits=tuple(splits), load=load)
+  return EvalTask(
+    name=name, category=category, metric_names=tuple(metric_names), splits=tuple(splits), load=load
+  )
 
 
 def _toy_tasks():
   return [
-      _task("yes_no", "natural_language_inference", ["accuracy"], ["yes", "no", "maybe"]),
-      _task("copy_two", "summarization", ["rouge"], [], seed=10),
-      _task("glue_like", "natural_language_inference", ["accuracy"], ["yes", "no"],
-            splits=("train", "validation"), seed=20),
+    _task("yes_no", "natural_language_inference", ["accuracy"], ["yes", "no", "maybe"]),
+    _task("copy_two", "summarization", ["rouge"], [], seed=10),
+    _task(
+      "glue_like",
+      "natural_language_inference",
+      ["accuracy"],
+      ["yes", "no"],
+      splits=("train", "validation"),
+      seed=20,
+    ),
   ]
 
 
 def test_report_numbers_follow_the_model(model, tmp_path):
   tasks = _toy_tasks()
   report = evaluate_lib.evaluate(
-      model, tasks, split="test", out_dir=tmp_path / "eval" / "step_3", step=3, batch_size=4,
-      lengths=(16, 8), vocabulary=VOCAB, heldout_categories=["natural_language_inference"])
+    model,
+    tasks,
+    split="test",
+    out_dir=tmp_path / "eval" / "step_3",
+    step=3,
+    batch_size=4,
+    lengths=(16, 8),
+    vocabulary=VOCAB,
+    heldout_categories=["natural_language_inference"],
+  )
   assert report["errors"] == {}
   for ext in ("json", "md", "png"):
     assert (tmp_path / "eval" / "step_3" / f"report.{ext}").is_file()
@@ -88,8 +112,9 @@ def test_report_numbers_follow_the_model(model, tmp_path):
   task = report["tasks"]["yes_no"]
   for template_id in ("0", "1"):
     rows = [i for i, e in enumerate(test_examples) if e.template_id == template_id]
-    expected = 100 * np.mean([test_examples[i].options[choices[i]] == test_examples[i].target
-                              for i in rows])
+    expected = 100 * np.mean(
+      [test_examples[i].options[choices[i]] == test_examples[i].target for i in rows]
+    )
     assert task["per_template"][template_id]["test"]["accuracy"] == pytest.approx(expected)
   assert task["num_examples"]["test"] == {"0": 5, "1": 5}
   best = task["best_template"]
@@ -102,8 +127,7 @@ def test_report_numbers_follow_the_model(model, tmp_path):
   copy_task = report["tasks"]["copy_two"]
   assert copy_task["primary_metric"] == "rougeLsum" and copy_task["samples"]
   sample = copy_task["samples"][0]
-  generated = model.generate(np.asarray([VOCAB.encode(sample["input"]) + [1]]),
-                             max_new_tokens=8)[0]
+  generated = model.generate(np.asarray([VOCAB.encode(sample["input"]) + [1]]), max_new_tokens=8)[0]
   assert sample["prediction"] == VOCAB.decode(evaluate_lib._strip(generated, 1))
 
   # A task without a test split is reported on validation, and says so.
@@ -121,8 +145,9 @@ def test_failure_in_one_task_keeps_the_others(model):
     raise RuntimeError("disk on fire")
 
   tasks.append(EvalTask("broken", "sentiment", ("accuracy",), ("test",), broken))
-  report = evaluate_lib.evaluate(model, tasks, split="test", batch_size=4, lengths=(16, 8),
-                                 vocabulary=VOCAB)
+  report = evaluate_lib.evaluate(
+    model, tasks, split="test", batch_size=4, lengths=(16, 8), vocabulary=VOCAB
+  )
   assert report["errors"] == {"broken": "RuntimeError: disk on fire"}
   assert report["categories"]["sentiment"]["score"] is None
   assert report["tasks"]["yes_no"]["score"] is not None
@@ -131,11 +156,9 @@ def test_failure_in_one_task_keeps_the_others(model):
 
 def test_bad_input_errors(model):
   with pytest.raises(ValueError, match="task 'nometrics'.*declares no metrics"):
-    evaluate_lib.evaluate(model, [_task("nometrics", "sentiment", [], ["yes"])],
-                          vocabulary=VOCAB)
+    evaluate_lib.evaluate(model, [_task("nometrics", "sentiment", [], ["yes"])], vocabulary=VOCAB)
   with pytest.raises(ValueError, match="task 'bad'.*unknown metric name.*'meteor'"):
-    evaluate_lib.evaluate(model, [_task("bad", "sentiment", ["meteor"], ["yes"])],
-                          vocabulary=VOCAB)
+    evaluate_lib.evaluate(model, [_task("bad", "sentiment", ["meteor"], ["yes"])], vocabulary=VOCAB)
   with pytest.raises(evaluate_lib.NoExamplesError, match="no examples in split 'dev'.*yes_no"):
     evaluate_lib.evaluate(model, _toy_tasks(), split="dev", vocabulary=VOCAB)
   empty = _task("empty", "sentiment", ["accuracy"], ["yes"], num=0)
@@ -167,9 +190,18 @@ def test_a_category_does_not_recompile_per_batch(model):
     assert compiles, "the compile listener saw nothing: the check below would prove nothing"
     compiles.clear()
     # More batches (6 per split) of other examples with the same buckets: nothing to compile.
-    more = [_task("yes_no", "natural_language_inference", ["accuracy"], ["yes", "no", "maybe"],
-                  num=12, seed=5, length=5),
-            _task("copy_two", "summarization", ["rouge"], [], num=12, seed=7, length=7)]
+    more = [
+      _task(
+        "yes_no",
+        "natural_language_inference",
+        ["accuracy"],
+        ["yes", "no", "maybe"],
+        num=12,
+        seed=5,
+        length=5,
+      ),
+      _task("copy_two", "summarization", ["rouge"], [], num=12, seed=7, length=7),
+    ]
     report = evaluate_lib.evaluate(model, more, **kwargs)
   finally:
     jax.monitoring.unregister_event_duration_listener(listener)
@@ -178,12 +210,23 @@ def test_a_category_does_not_recompile_per_batch(model):
 
 
 def test_summary_scalars_and_eval_fn(model, tmp_path):
-  eval_fn = evaluate_lib.make_eval_fn(model.config, _toy_tasks()[:2], tmp_path,
-                                      heldout_categories=["summarization"], batch_size=4,
-                                      lengths=(16, 8), vocabulary=VOCAB, max_examples=2)
+  eval_fn = evaluate_lib.make_eval_fn(
+    model.config,
+    _toy_tasks()[:2],
+    tmp_path,
+    heldout_categories=["summarization"],
+    batch_size=4,
+    lengths=(16, 8),
+    vocabulary=VOCAB,
+    max_examples=2,
+  )
   scalars = eval_fn(10, model.params)
-  assert set(scalars) == {"eval/natural_language_inference", "eval/summarization",
-                          "eval/heldout_mean", "eval/seen_mean"}
+  assert set(scalars) == {
+    "eval/natural_language_inference",
+    "eval/summarization",
+    "eval/heldout_mean",
+    "eval/seen_mean",
+  }
   assert scalars["eval/heldout_mean"] == scalars["eval/summarization"]
   report = json.loads((tmp_path / "eval" / "step_10" / "report.json").read_text())
   assert report["step"] == 10 and report["categories"]["summarization"]["heldout"] is True
@@ -198,16 +241,23 @@ def test_seqio_toy_mixtures_end_to_end(tmp_path):
   config = T5Config.tiny(vocab_size=384, d_model=32, d_kv=8, d_ff=64, num_layers=1, num_heads=4)
   model = T5Model.init(config)
   eval_tasks = evaluate_lib.seqio_eval_tasks("toy_eval_sentiment") + evaluate_lib.seqio_eval_tasks(
-      "toy_eval_misc")
+    "toy_eval_misc"
+  )
   assert evaluate_lib.heldout_categories_of("toy_holdout_sentiment", eval_tasks) == ["sentiment"]
   # Inputs re-encoded with an explicitly given vocabulary equal seqio's tokenisation.
   vocabulary = evaluate_lib.seqio_vocabulary("toy_eval_misc")
   reencoded = evaluate_lib.seqio_eval_tasks("toy_eval_misc", vocabulary)[0].load("test", 2)
   assert reencoded == eval_tasks[2].load("test", 2) and len(reencoded) > 2
   report = evaluate_lib.evaluate(
-      model, ["toy_eval_sentiment", "toy_eval_misc", "toy_eval_sentiment"], split="test",
-      out_dir=tmp_path, train_mixture="toy_holdout_sentiment", max_examples=3, batch_size=8,
-      lengths=(128, 16))
+    model,
+    ["toy_eval_sentiment", "toy_eval_misc", "toy_eval_sentiment"],
+    split="test",
+    out_dir=tmp_path,
+    train_mixture="toy_holdout_sentiment",
+    max_examples=3,
+    batch_size=8,
+    lengths=(128, 16),
+  )
   assert report["mixture"] == "toy_eval_sentiment,toy_eval_misc,toy_eval_sentiment"
   assert report["heldout_categories"] == ["sentiment"]
   assert sorted(report["tasks"]) == sorted(t.name for t in eval_tasks)
@@ -222,9 +272,11 @@ def test_seqio_toy_mixtures_end_to_end(tmp_path):
     method = {s["method"] for s in task["samples"]}
     assert method == ({"rank"} if info.has_options else {"decode"})
     # With 3 examples per template the samples are every scored example of the best template.
-    expected = metrics.compute_metrics(list(task["metrics"]),
-                                       [s["target"] for s in task["samples"]],
-                                       [s["prediction"] for s in task["samples"]])
+    expected = metrics.compute_metrics(
+      list(task["metrics"]),
+      [s["target"] for s in task["samples"]],
+      [s["prediction"] for s in task["samples"]],
+    )
     assert task["best_template"]["scores"] == pytest.approx(expected)
   assert (tmp_path / "report.png").is_file()
 
@@ -240,15 +292,21 @@ def test_flan_mini_nli_without_test_split_is_reported_on_validation(tmp_path):
 
   config = T5Config.tiny(vocab_size=384, d_model=32, d_kv=8, d_ff=64, num_layers=1, num_heads=4)
   report = evaluate_lib.evaluate(
-      T5Model.init(config), "flan_mini_eval_natural_language_inference", split="test",
-      max_examples=2, batch_size=8, lengths=(256, 16))
+    T5Model.init(config),
+    "flan_mini_eval_natural_language_inference",
+    split="test",
+    max_examples=2,
+    batch_size=8,
+    lengths=(256, 16),
+  )
   assert report["errors"] == {}
   for task in report["tasks"].values():
     assert task["split"] == "validation"
     assert set(task["num_examples"]["validation"].values()) == {2}
   with pytest.raises(evaluate_lib.NoExamplesError, match="no examples in split 'dev'"):
-    evaluate_lib.evaluate(T5Model.init(config), "flan_mini_eval_natural_language_inference",
-                          split="dev")
+    evaluate_lib.evaluate(
+      T5Model.init(config), "flan_mini_eval_natural_language_inference", split="dev"
+    )
 
 
 def test_docstring_examples():

@@ -42,15 +42,17 @@ def test_bleu_matches_sacrebleu_and_perfect_match():
 
 def test_bleu_with_several_references():
   single = metrics.bleu(["the cat sat on the mat"], ["a cat sat on a mat"])["bleu"]
-  multi = metrics.bleu([["the cat sat on the mat", "a cat sat on a mat"]],
-                       ["a cat sat on a mat"])["bleu"]
+  multi = metrics.bleu([["the cat sat on the mat", "a cat sat on a mat"]], ["a cat sat on a mat"])[
+    "bleu"
+  ]
   assert multi == pytest.approx(100.0) and single < 100.0
 
 
 def test_squad_normalisation_exact_match_and_f1():
   assert metrics.normalize_answer("  The Big, APPLE! ") == "big apple"
   assert metrics.exact_match(["The Big Apple", "Paris"], ["big apple.", "London"]) == {
-      "exact_match": 50.0}
+    "exact_match": 50.0
+  }
   # "new york city" vs "in new york": common 2, precision 2/3, recall 2/3 → F1 2/3.
   assert metrics.token_f1(["new york city"], ["in new york"])["f1"] == pytest.approx(200 / 3)
   assert metrics.token_f1([["nope", "new york city"]], ["new york city"])["f1"] == 100.0
@@ -59,7 +61,8 @@ def test_squad_normalisation_exact_match_and_f1():
 
 def test_accuracy_and_macro_f1():
   assert metrics.accuracy(["yes", "no", "no", "no"], ["yes", "yes", "no ", "maybe"]) == {
-      "accuracy": 50.0}
+    "accuracy": 50.0
+  }
   assert metrics.accuracy([0, 1], [0, 0]) == {"accuracy": 50.0}
   # Class "a": tp 2, predicted 2, gold 3 → 0.8; class "b": tp 1, predicted 2, gold 1 → 2/3.
   f1 = metrics.macro_f1(["a", "a", "a", "b"], ["a", "a", "b", "b"])["macro_f1"]
@@ -79,7 +82,9 @@ def test_get_metric_fns_and_errors():
     metrics.rouge([], [])
   assert metrics.primary_key(["rouge", "bleu"]) == "rougeLsum"
   assert metrics.compute_metrics(["exact_match", "f1"], ["x y"], ["x"]) == {
-      "exact_match": 0.0, "f1": pytest.approx(100 * 2 / 3)}
+    "exact_match": 0.0,
+    "f1": pytest.approx(100 * 2 / 3),
+  }
 
 
 def test_docstring_examples():

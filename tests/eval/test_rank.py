@@ -60,8 +60,9 @@ def _random_problem(num_examples, seed=0, vocab=64):
   for _ in range(num_examples):
     inputs.append(list(rng.integers(2, vocab, rng.choice([2, 4]))) + [EOS])
     num_opts = int(rng.integers(1, 5))
-    options.append([list(rng.integers(2, vocab, rng.choice([1, 4]))) + [EOS]
-                    for _ in range(num_opts)])
+    options.append(
+      [list(rng.integers(2, vocab, rng.choice([1, 4]))) + [EOS] for _ in range(num_opts)]
+    )
   return inputs, options
 
 
@@ -72,9 +73,9 @@ def test_batched_scores_match_brute_force(random_model):
   assert result.scores.shape == (7, max(len(o) for o in options))
   for i, (x, opts) in enumerate(zip(inputs, options, strict=True)):
     expected = [_brute_force_score(random_model.config, random_model.params, x, o) for o in opts]
-    np.testing.assert_allclose(result.scores[i, :len(opts)], expected, rtol=1e-4, atol=1e-4)
-    assert np.all(np.isneginf(result.scores[i, len(opts):]))
-    assert result.token_counts[i, :len(opts)].tolist() == [len(o) for o in opts]
+    np.testing.assert_allclose(result.scores[i, : len(opts)], expected, rtol=1e-4, atol=1e-4)
+    assert np.all(np.isneginf(result.scores[i, len(opts) :]))
+    assert result.token_counts[i, : len(opts)].tolist() == [len(o) for o in opts]
     assert result.choices[i] == int(np.argmax(expected))
 
 
@@ -83,8 +84,9 @@ def test_length_normalisation_divides_by_option_tokens(random_model):
   raw = rank.rank_classify(random_model, inputs, options, batch_size=4)
   normed = rank.rank_classify(random_model, inputs, options, batch_size=4, length_normalize=True)
   real = raw.token_counts > 0
-  np.testing.assert_allclose(normed.scores[real], raw.scores[real] / raw.token_counts[real],
-                             rtol=1e-6)
+  np.testing.assert_allclose(
+    normed.scores[real], raw.scores[real] / raw.token_counts[real], rtol=1e-6
+  )
   np.testing.assert_array_equal(normed.choices, np.argmax(normed.scores, axis=-1))
 
 
@@ -94,8 +96,9 @@ def test_logits_callable_path_matches_shared_encoder_path(random_model):
   @jax.jit
   def logits_fn(input_ids, decoder_input_ids, attention_mask=None, decoder_attention_mask=None):
     del decoder_attention_mask
-    return t5_lib.T5(config).apply({"params": params}, input_ids, decoder_input_ids,
-                                   encoder_mask=attention_mask)
+    return t5_lib.T5(config).apply(
+      {"params": params}, input_ids, decoder_input_ids, encoder_mask=attention_mask
+    )
 
   inputs, options = _random_problem(5, seed=2)
   shared = rank.rank_classify(random_model, inputs, options, batch_size=2)
@@ -145,6 +148,7 @@ def test_fine_tuned_model_prefers_the_trained_option():
       loss = optax.softmax_cross_entropy_with_integer_labels(logits, targets)  # [n, 4]
       weights = targets != 0
       return (loss * weights).sum() / weights.sum()
+
     loss, grads = jax.value_and_grad(loss_fn)(params)
     updates, opt_state = optimizer.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, loss
@@ -185,7 +189,9 @@ def test_model_side_of_eval_imports_no_tensorflow():
   import subprocess
   import sys
 
-  code = ("import sys; import flanjax.eval.rank, flanjax.eval.scoring, flanjax.eval.evaluate; "
-          "print(sorted(m for m in ('tensorflow', 'seqio') if m in sys.modules))")
+  code = (
+    "import sys; import flanjax.eval.rank, flanjax.eval.scoring, flanjax.eval.evaluate; "
+    "print(sorted(m for m in ('tensorflow', 'seqio') if m in sys.modules))"
+  )
   out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
   assert out.stdout.strip() == "[]", out.stdout + out.stderr

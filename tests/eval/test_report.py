@@ -12,18 +12,26 @@ from flanjax.eval import scoring
 
 def _summaries():
   def task(name, category, val, test, metric="accuracy"):
-    per_template = {str(i): {"validation": {metric: v}, "test": {metric: t}}
-                    for i, (v, t) in enumerate(zip(val, test, strict=True))}
-    return scoring.summarize_task(name, category=category, metric_names=[metric],
-                                  per_template=per_template, report_split="test")
+    per_template = {
+      str(i): {"validation": {metric: v}, "test": {metric: t}}
+      for i, (v, t) in enumerate(zip(val, test, strict=True))
+    }
+    return scoring.summarize_task(
+      name, category=category, metric_names=[metric], per_template=per_template, report_split="test"
+    )
 
   return [
-      task("rte", "natural_language_inference", [50.0, 70.0], [61.234, 55.5]),
-      task("cb", "natural_language_inference", [10.0, 5.0], [81.111, 90.0]),
-      task("sst2", "sentiment", [90.0], [88.888]),
-      task("multi30k", "translation", [1.0, 3.0, 2.0], [10.0, 20.0, 30.0], metric="bleu"),
-      scoring.failed_task("copa", category="commonsense", metric_names=["accuracy"],
-                          error="RuntimeError: | boom", report_split="test"),
+    task("rte", "natural_language_inference", [50.0, 70.0], [61.234, 55.5]),
+    task("cb", "natural_language_inference", [10.0, 5.0], [81.111, 90.0]),
+    task("sst2", "sentiment", [90.0], [88.888]),
+    task("multi30k", "translation", [1.0, 3.0, 2.0], [10.0, 20.0, 30.0], metric="bleu"),
+    scoring.failed_task(
+      "copa",
+      category="commonsense",
+      metric_names=["accuracy"],
+      error="RuntimeError: | boom",
+      report_split="test",
+    ),
   ]
 
 
@@ -31,7 +39,7 @@ def _md_rows(markdown, header_start):
   lines = markdown.splitlines()
   start = next(i for i, line in enumerate(lines) if line.startswith(header_start))
   rows = []
-  for line in lines[start + 2:]:
+  for line in lines[start + 2 :]:
     if not line.startswith("|"):
       break
     rows.append([cell.strip() for cell in re.split(r"(?<!\\)\|", line)[1:-1]])
@@ -39,8 +47,9 @@ def _md_rows(markdown, header_start):
 
 
 def test_markdown_numbers_equal_json(tmp_path):
-  report = report_lib.build_report(_summaries(), split="test", step=7,
-                                   heldout_categories=["natural_language_inference"])
+  report = report_lib.build_report(
+    _summaries(), split="test", step=7, heldout_categories=["natural_language_inference"]
+  )
   paths = report_lib.write_report(report, tmp_path)
   loaded = json.loads(paths["json"].read_text())
   markdown = paths["md"].read_text()
@@ -70,7 +79,8 @@ def test_markdown_numbers_equal_json(tmp_path):
     assert row[4] == task["best_template"]["template_id"] + " (validation)"
     best_scores = dict(part.rsplit(" ", 1) for part in row[7].split(", "))
     assert {k: float(v) for k, v in best_scores.items()} == {
-        k: round(v, 2) for k, v in task["best_template"]["scores"].items()}
+      k: round(v, 2) for k, v in task["best_template"]["scores"].items()
+    }
   # The numbers themselves follow the FLAN protocol.
   nli = loaded["categories"]["natural_language_inference"]
   assert nli["score"] == (55.5 + 81.111) / 2
@@ -82,21 +92,27 @@ def test_heldout_category_is_marked(tmp_path):
   assert report["categories"]["sentiment"]["heldout"] is True
   assert report["categories"]["translation"]["heldout"] is False
   rows = {r[0]: r[1] for r in _md_rows(report_lib.render_markdown(report), "| category |")}
-  assert rows == {"commonsense": "no", "natural_language_inference": "no", "sentiment": "yes",
-                  "translation": "no"}
+  assert rows == {
+    "commonsense": "no",
+    "natural_language_inference": "no",
+    "sentiment": "yes",
+    "translation": "no",
+  }
 
 
 def test_png_bars_then_line_chart_once_there_are_several_evals(tmp_path):
   eval_dir = tmp_path / "eval"
   summaries = _summaries()
   first = report_lib.write_report(
-      report_lib.build_report(summaries, split="test", step=100,
-                              heldout_categories=["sentiment"]), eval_dir / "step_100")
+    report_lib.build_report(summaries, split="test", step=100, heldout_categories=["sentiment"]),
+    eval_dir / "step_100",
+  )
   single_width = mpimg.imread(first["png"]).shape[1]
   summaries[2] = {**summaries[2], "score": 95.0}
   second = report_lib.write_report(
-      report_lib.build_report(summaries, split="test", step=200,
-                              heldout_categories=["sentiment"]), eval_dir / "step_200")
+    report_lib.build_report(summaries, split="test", step=200, heldout_categories=["sentiment"]),
+    eval_dir / "step_200",
+  )
   assert mpimg.imread(second["png"]).shape[1] > single_width  # a second panel: over steps
   history = report_lib.collect_history(eval_dir)
   assert [step for step, _ in history] == [100, 200]

@@ -14,8 +14,9 @@ def _eos_prone_pair(config, tmp_path):
   reference = hf_model(config)
   enc = np.random.default_rng(0).integers(2, config.vocab_size, (6, 9))
   with torch.no_grad():
-    greedy = reference.generate(input_ids=torch.tensor(enc), max_new_tokens=10, do_sample=False,
-                                use_cache=False).numpy()
+    greedy = reference.generate(
+      input_ids=torch.tensor(enc), max_new_tokens=10, do_sample=False, use_cache=False
+    ).numpy()
     favourite = np.bincount(greedy[:, 1:].ravel()).argmax()
     reference.lm_head.weight[config.eos_token_id] = 1.05 * reference.lm_head.weight[favourite]
   reference.save_pretrained(tmp_path / "hf")
@@ -25,8 +26,13 @@ def _eos_prone_pair(config, tmp_path):
 def _hf_generate(reference, enc, mask, **kwargs):
   with torch.no_grad():
     # use_cache=False: transformers 5's cache breaks when the decoder is deeper (DESIGN.md).
-    out = reference.generate(input_ids=torch.tensor(enc), attention_mask=torch.tensor(mask),
-                             do_sample=False, use_cache=False, **kwargs).numpy()[:, 1:]
+    out = reference.generate(
+      input_ids=torch.tensor(enc),
+      attention_mask=torch.tensor(mask),
+      do_sample=False,
+      use_cache=False,
+      **kwargs,
+    ).numpy()[:, 1:]
   # HF pads finished beams with EOS (its fill is `pad_token_id or eos`, and pad is 0); flanjax
   # pads with 0 after the first EOS, as documented.
   return np.asarray(decode._first_eos_trim(out, 1, 0))

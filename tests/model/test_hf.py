@@ -30,16 +30,18 @@ def test_flanjax_to_hf_round_trip(config, tmp_path):
   # And back: flanjax reads its own export to identical parameters.
   again = hf.load_pretrained(tmp_path / "out")
   assert again.config == model.config
-  np.testing.assert_array_equal(np.asarray(again.logits(enc, dec)),
-                                np.asarray(model.logits(enc, dec)))
+  np.testing.assert_array_equal(
+    np.asarray(again.logits(enc, dec)), np.asarray(model.logits(enc, dec))
+  )
 
 
 def test_sharded_and_pickled_checkpoints_load(tmp_path):
   reference = hf_model(V11)
   reference.save_pretrained(tmp_path / "sharded", max_shard_size="20KB")
   assert (tmp_path / "sharded" / hf.SAFETENSORS_INDEX).exists()
-  reference.save_pretrained(tmp_path / "pickled", safe_serialization=False) if _accepts_safe() \
-      else _save_bin(reference, tmp_path / "pickled")
+  reference.save_pretrained(
+    tmp_path / "pickled", safe_serialization=False
+  ) if _accepts_safe() else _save_bin(reference, tmp_path / "pickled")
   enc, dec = _inputs(V11)
   with torch.no_grad():
     theirs = reference(input_ids=torch.tensor(enc), decoder_input_ids=torch.tensor(dec)).logits
@@ -50,8 +52,11 @@ def test_sharded_and_pickled_checkpoints_load(tmp_path):
 
 def _accepts_safe():
   import inspect
-  return "safe_serialization" in inspect.signature(
-      transformers.PreTrainedModel.save_pretrained).parameters
+
+  return (
+    "safe_serialization"
+    in inspect.signature(transformers.PreTrainedModel.save_pretrained).parameters
+  )
 
 
 def _save_bin(reference, directory):
@@ -72,8 +77,9 @@ def test_missing_config_is_named(tmp_path):
 
 
 def test_other_architecture_is_refused(tmp_path):
-  (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert",
-                                                    "architectures": ["BertModel"]}))
+  (tmp_path / "config.json").write_text(
+    json.dumps({"model_type": "bert", "architectures": ["BertModel"]})
+  )
   with pytest.raises(hf.CheckpointError, match="model_type='bert'"):
     hf.load_pretrained(tmp_path)
 
@@ -86,12 +92,14 @@ def test_missing_weights_file_is_named(tmp_path):
 
 def test_missing_tensor_is_named(tmp_path):
   from safetensors.numpy import load_file, save_file
+
   path = _write_checkpoint(tmp_path) / hf.SAFETENSORS_FILE
   tensors = load_file(path)
   del tensors["decoder.block.1.layer.2.DenseReluDense.wo.weight"]
   save_file(tensors, path)
-  with pytest.raises(hf.CheckpointError,
-                     match=r"decoder\.block\.1\.layer\.2\.DenseReluDense\.wo\.weight.*missing"):
+  with pytest.raises(
+    hf.CheckpointError, match=r"decoder\.block\.1\.layer\.2\.DenseReluDense\.wo\.weight.*missing"
+  ):
     hf.load_pretrained(tmp_path)
 
 

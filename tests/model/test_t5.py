@@ -27,12 +27,16 @@ def _batch(vocab, rng, batch=3, enc_len=11, dec_len=7):
 def test_logits_match_hf(pair):
   model, reference = pair
   enc, enc_mask, dec, dec_mask = _batch(model.config.vocab_size, np.random.default_rng(0))
-  ours = np.asarray(model.logits(enc, dec, attention_mask=enc_mask,
-                                 decoder_attention_mask=dec_mask))
+  ours = np.asarray(
+    model.logits(enc, dec, attention_mask=enc_mask, decoder_attention_mask=dec_mask)
+  )
   with torch.no_grad():
-    theirs = reference(input_ids=torch.tensor(enc), attention_mask=torch.tensor(enc_mask),
-                       decoder_input_ids=torch.tensor(dec),
-                       decoder_attention_mask=torch.tensor(dec_mask)).logits.numpy()
+    theirs = reference(
+      input_ids=torch.tensor(enc),
+      attention_mask=torch.tensor(enc_mask),
+      decoder_input_ids=torch.tensor(dec),
+      decoder_attention_mask=torch.tensor(dec_mask),
+    ).logits.numpy()
   assert ours.shape == theirs.shape
   valid = dec_mask.astype(bool)  # positions past a row's decoder mask are padding
   np.testing.assert_allclose(ours[valid], theirs[valid], atol=1e-4, rtol=0)
@@ -41,14 +45,22 @@ def test_logits_match_hf(pair):
 
 def test_relative_position_bucket_matches_hf():
   from transformers.models.t5.modeling_t5 import T5Attention
+
   relative = np.arange(-300, 301)[None]
   for bidirectional in (True, False):
     for buckets, distance in ((32, 128), (8, 20), (16, 32)):
-      ours = t5.relative_position_bucket(jnp.asarray(relative), bidirectional=bidirectional,
-                                         num_buckets=buckets, max_distance=distance)
+      ours = t5.relative_position_bucket(
+        jnp.asarray(relative),
+        bidirectional=bidirectional,
+        num_buckets=buckets,
+        max_distance=distance,
+      )
       theirs = T5Attention._relative_position_bucket(
-          torch.tensor(relative), bidirectional=bidirectional, num_buckets=buckets,
-          max_distance=distance)
+        torch.tensor(relative),
+        bidirectional=bidirectional,
+        num_buckets=buckets,
+        max_distance=distance,
+      )
       np.testing.assert_array_equal(np.asarray(ours), theirs.numpy())
 
 
@@ -72,10 +84,17 @@ def _packed_equivalence(config, params):
   dec[3:7] = np.concatenate([[0], b_tg[:-1]])
   dec_seg = np.array([1] * 3 + [2] * 4 + [0] * 2, np.int32)
   dec_pos = np.array(list(range(3)) + list(range(4)) + [0] * 2, np.int32)
-  packed = np.asarray(model.apply(
-      {"params": params}, enc[None], dec[None], encoder_segment_ids=enc_seg[None],
-      decoder_segment_ids=dec_seg[None], encoder_positions=enc_pos[None],
-      decoder_positions=dec_pos[None]))[0]
+  packed = np.asarray(
+    model.apply(
+      {"params": params},
+      enc[None],
+      dec[None],
+      encoder_segment_ids=enc_seg[None],
+      decoder_segment_ids=dec_seg[None],
+      encoder_positions=enc_pos[None],
+      decoder_positions=dec_pos[None],
+    )
+  )[0]
   unsegmented = np.asarray(model.apply({"params": params}, enc[None], dec[None]))[0]
   return packed, unsegmented, separate(a_in, a_tg), separate(b_in, b_tg)
 
@@ -113,10 +132,12 @@ def test_dropout_is_active_only_when_enabled():
   model = t5.T5(config)
   det = model.apply({"params": params}, enc, dec)
   np.testing.assert_array_equal(det, model.apply({"params": params}, enc, dec))
-  drop1 = model.apply({"params": params}, enc, dec, enable_dropout=True,
-                      rngs={"dropout": jax.random.PRNGKey(1)})
-  drop2 = model.apply({"params": params}, enc, dec, enable_dropout=True,
-                      rngs={"dropout": jax.random.PRNGKey(2)})
+  drop1 = model.apply(
+    {"params": params}, enc, dec, enable_dropout=True, rngs={"dropout": jax.random.PRNGKey(1)}
+  )
+  drop2 = model.apply(
+    {"params": params}, enc, dec, enable_dropout=True, rngs={"dropout": jax.random.PRNGKey(2)}
+  )
   assert np.abs(np.asarray(drop1) - np.asarray(drop2)).max() > 1e-3
 
 
@@ -126,7 +147,8 @@ def test_every_param_has_logical_axes():
   shapes = t5.abstract_params(config)
   known = {"batch", "length", "embed", "mlp", "heads", "kv", "vocab", "relpos_buckets"}
   flat_axes = jax.tree_util.tree_leaves_with_path(
-      axes, is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec))
+    axes, is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec)
+  )
   flat_shapes = dict(jax.tree_util.tree_leaves_with_path(shapes))
   assert len(flat_axes) == len(flat_shapes)
   for path, spec in flat_axes:
@@ -143,5 +165,6 @@ def test_config_validation_names_the_field():
 
 def test_hf_config_round_trip():
   from tests.model.conftest import V10, V11
+
   for config in (V10, V11):
     assert T5Config.from_hf_config(config.to_hf_config()) == config

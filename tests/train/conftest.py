@@ -26,8 +26,11 @@ def in_process_compile_cache(compile_cache):
 
   The previous settings are restored afterwards, so other test modules see no change.
   """
-  names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
-           "jax_persistent_cache_min_entry_size_bytes")
+  names = (
+    "jax_compilation_cache_dir",
+    "jax_persistent_cache_min_compile_time_secs",
+    "jax_persistent_cache_min_entry_size_bytes",
+  )
   previous = {name: getattr(jax.config, name) for name in names}
   jax.config.update("jax_compilation_cache_dir", compile_cache)
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
@@ -46,17 +49,28 @@ def start_worker(compile_cache):
 
   def start(spec, *, devices=1, process_id=None, num_processes=1, port=None):
     env = dict(os.environ)
-    env.update(XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
-               JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=compile_cache,
-               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-               PYTHONPATH=str(REPO) + os.pathsep + env.get("PYTHONPATH", ""))
+    env.update(
+      XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+      JAX_PLATFORMS="cpu",
+      JAX_COMPILATION_CACHE_DIR=compile_cache,
+      JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+      PYTHONPATH=str(REPO) + os.pathsep + env.get("PYTHONPATH", ""),
+    )
     for key in ("FLANJAX_COORDINATOR", "FLANJAX_NUM_PROCESSES", "FLANJAX_PROCESS_ID"):
       env.pop(key, None)
     if process_id is not None:
-      env.update(FLANJAX_COORDINATOR=f"127.0.0.1:{port}",
-                 FLANJAX_NUM_PROCESSES=str(num_processes), FLANJAX_PROCESS_ID=str(process_id))
-    proc = subprocess.Popen([sys.executable, str(WORKER), json.dumps(spec)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+      env.update(
+        FLANJAX_COORDINATOR=f"127.0.0.1:{port}",
+        FLANJAX_NUM_PROCESSES=str(num_processes),
+        FLANJAX_PROCESS_ID=str(process_id),
+      )
+    proc = subprocess.Popen(
+      [sys.executable, str(WORKER), json.dumps(spec)],
+      env=env,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT,
+      text=True,
+    )
     procs.append(proc)
     return proc
 

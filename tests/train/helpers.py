@@ -9,17 +9,40 @@ import ml_collections
 
 def tiny_config(**train_overrides) -> ml_collections.ConfigDict:
   """The contract's config keys with a ~30k-parameter T5 (d_model 32, one layer each side)."""
-  train = dict(steps=6, batch_size=8, log_every=1, checkpoint_every=0, keep_checkpoints=3,
-               eval_every=0, peak_flops_per_device=1e9)
+  train = dict(
+    steps=6,
+    batch_size=8,
+    log_every=1,
+    checkpoint_every=0,
+    keep_checkpoints=3,
+    eval_every=0,
+    peak_flops_per_device=1e9,
+  )
   train.update(train_overrides)
-  return ml_collections.ConfigDict(dict(
-      seed=0, data_dir="", init_from="", mixture="synthetic", eval_mixtures=[],
-      model=dict(vocab_size=64, d_model=32, d_kv=8, d_ff=64, num_layers=1, num_heads=4,
-                 dropout_rate=0.0, feed_forward_proj="gated-gelu", tie_word_embeddings=False),
+  return ml_collections.ConfigDict(
+    dict(
+      seed=0,
+      data_dir="",
+      init_from="",
+      mixture="synthetic",
+      eval_mixtures=[],
+      model=dict(
+        vocab_size=64,
+        d_model=32,
+        d_kv=8,
+        d_ff=64,
+        num_layers=1,
+        num_heads=4,
+        dropout_rate=0.0,
+        feed_forward_proj="gated-gelu",
+        tie_word_embeddings=False,
+      ),
       lengths=dict(inputs=16, targets=16),
       train=train,
       optimizer=dict(name="adafactor", learning_rate=1e-2, schedule="constant"),
-      mesh=dict(data=1, fsdp=-1, model=1)))
+      mesh=dict(data=1, fsdp=-1, model=1),
+    )
+  )
 
 
 def read_metrics(workdir) -> dict[int, dict]:

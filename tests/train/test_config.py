@@ -17,16 +17,21 @@ def test_from_config_reads_the_contract_keys_and_defaults():
   assert tc.validate(num_devices=8, process_count=2) == (1, 8, 1)
 
 
-@pytest.mark.parametrize("edit, message", [
+@pytest.mark.parametrize(
+  "edit, message",
+  [
     (lambda c: c.optimizer.update(name="lion"), r"optimizer.name='lion'"),
     (lambda c: c.optimizer.update(schedule="step"), r"optimizer.schedule='step'"),
-    (lambda c: c.train.update(batch_size=6, microbatches=4),
-     r"train.batch_size=6 is not divisible by config.train.microbatches=4"),
+    (
+      lambda c: c.train.update(batch_size=6, microbatches=4),
+      r"train.batch_size=6 is not divisible by config.train.microbatches=4",
+    ),
     (lambda c: c.train.update(non_finite="ignore"), r"train.non_finite='ignore'"),
     (lambda c: c.update(init_from="/nonexistent/t5-checkpoint"), r"init_from=.*does not exist"),
     (lambda c: c.model.update(d_modle=64), r"config.model has unknown field.*d_modle"),
     (lambda c: c.train.update(steps=0), r"train.steps=0 must be positive"),
-])
+  ],
+)
 def test_bad_config_values_name_the_key(edit, message):
   config = tiny_config()
   edit(config)
@@ -48,12 +53,15 @@ def test_missing_required_key_is_named():
     TrainConfig.from_config(config)
 
 
-@pytest.mark.parametrize("mesh, batch, micro, devices, message", [
+@pytest.mark.parametrize(
+  "mesh, batch, micro, devices, message",
+  [
     ((1, 3, -1), 12, 1, 8, r"mesh.*does not divide 8 devices"),
     ((2, 2, 2), 6, 1, 8, r"train.batch_size=6 is not divisible by the batch shards"),
     ((1, 4, 1), 8, 4, 4, r"train.microbatches=4: microbatches of 2 rows"),
     ((1, -1, 1), 9, 1, 1, r"train.batch_size=9 is not divisible by 2 processes"),
-])
+  ],
+)
 def test_device_dependent_errors_name_the_key(mesh, batch, micro, devices, message):
   config = tiny_config(batch_size=batch, microbatches=micro)
   config.mesh.data, config.mesh.fsdp, config.mesh.model = mesh

@@ -13,8 +13,15 @@ def test_matmul_parameter_counts_of_t5_small():
 
 
 def test_train_flops_formula_by_hand():
-  cfg = T5Config(vocab_size=100, d_model=8, d_kv=2, d_ff=16, num_layers=1, num_heads=2,
-                 feed_forward_proj="gated-gelu")
+  cfg = T5Config(
+    vocab_size=100,
+    d_model=8,
+    d_kv=2,
+    d_ff=16,
+    num_layers=1,
+    num_heads=2,
+    feed_forward_proj="gated-gelu",
+  )
   inner = 4
   encoder = 4 * 8 * inner + 3 * 8 * 16
   decoder = 8 * 8 * inner + 3 * 8 * 16

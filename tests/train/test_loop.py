@@ -20,16 +20,24 @@ from tests.train.helpers import finish, free_port, read_metrics, tiny_config
 
 
 def _data(config, **kwargs):
-  return SyntheticTask(batch_size=config.train.batch_size, input_length=config.lengths.inputs,
-                       target_length=config.lengths.targets, vocab_size=config.model.vocab_size,
-                       max_tokens=12, **kwargs)
+  return SyntheticTask(
+    batch_size=config.train.batch_size,
+    input_length=config.lengths.inputs,
+    target_length=config.lengths.targets,
+    vocab_size=config.model.vocab_size,
+    max_tokens=12,
+    **kwargs,
+  )
 
 
 def _saved_params(workdir, step) -> dict:
   restored = ocp.StandardCheckpointer().restore(
-      pathlib.Path(workdir).absolute() / "checkpoints" / str(step) / "state")
-  return {jax.tree_util.keystr(p): np.asarray(x)
-          for p, x in jax.tree_util.tree_flatten_with_path(restored["params"])[0]}
+    pathlib.Path(workdir).absolute() / "checkpoints" / str(step) / "state"
+  )
+  return {
+    jax.tree_util.keystr(p): np.asarray(x)
+    for p, x in jax.tree_util.tree_flatten_with_path(restored["params"])[0]
+  }
 
 
 def _losses(workdir) -> dict[int, float]:
@@ -39,16 +47,24 @@ def _losses(workdir) -> dict[int, float]:
 @pytest.mark.slow
 def test_one_device_and_eight_device_mesh_give_the_same_losses(tmp_path, start_worker):
   one = start_worker({"workdir": str(tmp_path / "one"), "steps": 10, "mesh": [1, 1, 1]})
-  eight = start_worker({"workdir": str(tmp_path / "eight"), "steps": 10, "mesh": [2, 2, 2],
-                        "out": str(tmp_path / "eight.json")}, devices=8)
+  eight = start_worker(
+    {
+      "workdir": str(tmp_path / "eight"),
+      "steps": 10,
+      "mesh": [2, 2, 2],
+      "out": str(tmp_path / "eight.json"),
+    },
+    devices=8,
+  )
   rc_one, out_one = finish(one)
   rc_eight, out_eight = finish(eight)
   assert rc_one == 0, out_one[-3000:]
   assert rc_eight == 0, out_eight[-3000:]
   single, sharded = _losses(tmp_path / "one"), _losses(tmp_path / "eight")
   assert sorted(single) == sorted(sharded) == list(range(1, 11))
-  np.testing.assert_allclose([sharded[s] for s in range(1, 11)],
-                             [single[s] for s in range(1, 11)], rtol=1e-5)
+  np.testing.assert_allclose(
+    [sharded[s] for s in range(1, 11)], [single[s] for s in range(1, 11)], rtol=1e-5
+  )
   # The eight-device run really was sharded: FSDP over fsdp, tensor parallel over model.
 
   result = json.loads((tmp_path / "eight.json").read_text())
@@ -88,10 +104,16 @@ def test_two_processes_match_one_process_through_a_preemption(tmp_path, start_wo
 
   def two_processes(**extra):
     port = free_port()
-    workers = [start_worker(dict(spec, workdir=str(tmp_path / "multi"),
-                                 out=str(tmp_path / "multi.json"), **extra),
-                            devices=2, process_id=i, num_processes=2, port=port)
-               for i in range(2)]
+    workers = [
+      start_worker(
+        dict(spec, workdir=str(tmp_path / "multi"), out=str(tmp_path / "multi.json"), **extra),
+        devices=2,
+        process_id=i,
+        num_processes=2,
+        port=port,
+      )
+      for i in range(2)
+    ]
     for worker in workers:
       rc, output = finish(worker)
       assert rc == 0, output[-3000:]
@@ -108,8 +130,9 @@ def test_two_processes_match_one_process_through_a_preemption(tmp_path, start_wo
   assert rc == 0, output[-3000:]
   single_losses, multi_losses = _losses(tmp_path / "single"), _losses(tmp_path / "multi")
   assert sorted(multi_losses) == [1, 2, 3, 4]
-  np.testing.assert_allclose([multi_losses[s] for s in range(1, 5)],
-                             [single_losses[s] for s in range(1, 5)], rtol=1e-5)
+  np.testing.assert_allclose(
+    [multi_losses[s] for s in range(1, 5)], [single_losses[s] for s in range(1, 5)], rtol=1e-5
+  )
 
 
 @pytest.mark.slow
@@ -201,8 +224,9 @@ def test_tiny_model_learns_to_reverse(tmp_path):
   config = tiny_config(steps=150, batch_size=32, log_every=25)
   config.model.update(vocab_size=32, d_model=64, d_kv=16, d_ff=128, num_layers=2)
   config.lengths.update(inputs=8, targets=8)
-  data = SyntheticTask(batch_size=32, input_length=8, target_length=8, vocab_size=32,
-                       task="reverse")
+  data = SyntheticTask(
+    batch_size=32, input_length=8, target_length=8, vocab_size=32, task="reverse"
+  )
   result = loop.train(config, tmp_path, data)
   # Targets are 1-7 uniform tokens from 30 (+ EOS). A model that ignores the input cannot beat
   # E[n] * log(30) / (E[n] + 1) = 4 * 3.40 / 5 = 2.72 nats per token; the threshold log(32) / 2
@@ -213,11 +237,14 @@ def test_tiny_model_learns_to_reverse(tmp_path):
 
 
 def test_train_path_imports_no_tensorflow():
-  code = ("import sys, flanjax.train.loop, flanjax.partitioning; "
-          "bad = [m for m in ('tensorflow', 'seqio', 'torch') if m in sys.modules]; "
-          "assert not bad, bad")
-  subprocess.run([sys.executable, "-c", code], check=True,
-                 cwd=pathlib.Path(__file__).resolve().parents[2])
+  code = (
+    "import sys, flanjax.train.loop, flanjax.partitioning; "
+    "bad = [m for m in ('tensorflow', 'seqio', 'torch') if m in sys.modules]; "
+    "assert not bad, bad"
+  )
+  subprocess.run(
+    [sys.executable, "-c", code], check=True, cwd=pathlib.Path(__file__).resolve().parents[2]
+  )
 
 
 def test_eval_hook_runs_every_n_steps_and_is_logged(tmp_path):
@@ -236,8 +263,9 @@ def test_eval_hook_runs_every_n_steps_and_is_logged(tmp_path):
   assert [(r["step"], r["eval/accuracy"]) for r in evals] == [(2, 0.2), (4, 0.4)]
   assert all(set(r) == {"step", "eval/accuracy"} for r in evals)
   train_records = [r for r in records if "loss" in r]
-  assert {"step", "loss", "learning_rate", "tokens_per_second", "mfu",
-          "non_finite_skips"} <= set(train_records[0])
+  assert {"step", "loss", "learning_rate", "tokens_per_second", "mfu", "non_finite_skips"} <= set(
+    train_records[0]
+  )
   assert list((tmp_path / "tensorboard").iterdir())
 
 

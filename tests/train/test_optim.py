@@ -11,27 +11,38 @@ from flanjax.train.optim import OptimizerConfig, make_optimizer, make_schedule
 
 def test_constant_schedule_with_warmup():
   schedule = make_schedule(OptimizerConfig(learning_rate=1e-3, warmup_steps=4), total_steps=100)
-  np.testing.assert_allclose([float(schedule(s)) for s in (0, 2, 4, 50)],
-                             [0.0, 5e-4, 1e-3, 1e-3], rtol=1e-6)
+  np.testing.assert_allclose(
+    [float(schedule(s)) for s in (0, 2, 4, 50)], [0.0, 5e-4, 1e-3, 1e-3], rtol=1e-6
+  )
 
 
 def test_rsqrt_schedule_decays_as_inverse_square_root_after_warmup():
-  schedule = make_schedule(OptimizerConfig(learning_rate=1e-2, schedule="rsqrt", warmup_steps=100),
-                           total_steps=10_000)
-  np.testing.assert_allclose([float(schedule(s)) for s in (50, 100, 400, 10_000)],
-                             [5e-3, 1e-2, 5e-3, 1e-3], rtol=1e-6)
+  schedule = make_schedule(
+    OptimizerConfig(learning_rate=1e-2, schedule="rsqrt", warmup_steps=100), total_steps=10_000
+  )
+  np.testing.assert_allclose(
+    [float(schedule(s)) for s in (50, 100, 400, 10_000)], [5e-3, 1e-2, 5e-3, 1e-3], rtol=1e-6
+  )
 
 
 def test_cosine_schedule_reaches_the_end_value():
-  schedule = make_schedule(OptimizerConfig(learning_rate=1e-3, schedule="cosine", warmup_steps=10,
-                                           end_learning_rate=1e-5), total_steps=110)
-  np.testing.assert_allclose([float(schedule(s)) for s in (5, 10, 60, 110)],
-                             [5e-4, 1e-3, (1e-3 + 1e-5) / 2, 1e-5], rtol=1e-5)
+  schedule = make_schedule(
+    OptimizerConfig(learning_rate=1e-3, schedule="cosine", warmup_steps=10, end_learning_rate=1e-5),
+    total_steps=110,
+  )
+  np.testing.assert_allclose(
+    [float(schedule(s)) for s in (5, 10, 60, 110)], [5e-4, 1e-3, (1e-3 + 1e-5) / 2, 1e-5], rtol=1e-5
+  )
 
 
-@pytest.mark.parametrize("kwargs, key", [(dict(name="sgd"), "optimizer.name"),
-                                         (dict(schedule="linear"), "optimizer.schedule"),
-                                         (dict(learning_rate=0.0), "optimizer.learning_rate")])
+@pytest.mark.parametrize(
+  "kwargs, key",
+  [
+    (dict(name="sgd"), "optimizer.name"),
+    (dict(schedule="linear"), "optimizer.schedule"),
+    (dict(learning_rate=0.0), "optimizer.learning_rate"),
+  ],
+)
 def test_bad_optimizer_settings_name_the_key(kwargs, key):
   with pytest.raises(ValueError, match=key):
     OptimizerConfig(**kwargs)

@@ -17,9 +17,12 @@ def test_state_is_built_with_its_shardings():
   tc = TrainConfig.from_config(tiny_config())
   mesh = partitioning.make_mesh(tc.mesh)
   state, shardings = create_train_state(
-      init_fn=lambda rng: t5.init_params(tc.model, rng),
-      logical_specs=t5.param_logical_axes(tc.model),
-      optimizer=make_optimizer(OptimizerConfig(), 10), mesh=mesh, seed=0)
+    init_fn=lambda rng: t5.init_params(tc.model, rng),
+    logical_specs=t5.param_logical_axes(tc.model),
+    optimizer=make_optimizer(OptimizerConfig(), 10),
+    mesh=mesh,
+    seed=0,
+  )
   assert int(state.step) == 0 and int(state.non_finite_skips) == 0
   for leaf, sharding in zip(jax.tree.leaves(state), jax.tree.leaves(shardings), strict=True):
     assert leaf.sharding == sharding
@@ -37,8 +40,13 @@ def test_init_from_hf_directory_starts_from_those_weights(tmp_path):
   loop.train(config, tmp_path / "run", data)
   # The first logged loss is the loss of the loaded weights on batch 0.
   loaded = hf.load_pretrained(tmp_path / "hf")
-  logits = np.asarray(loaded.logits(batch["encoder_input_tokens"], batch["decoder_input_tokens"],
-                                    attention_mask=batch["encoder_input_tokens"] != 0))
+  logits = np.asarray(
+    loaded.logits(
+      batch["encoder_input_tokens"],
+      batch["decoder_input_tokens"],
+      attention_mask=batch["encoder_input_tokens"] != 0,
+    )
+  )
   log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
   token_loss = -np.take_along_axis(log_probs, batch["decoder_target_tokens"][..., None], -1)[..., 0]
   weights = batch["decoder_loss_weights"]

@@ -33,8 +33,9 @@ def test_label_smoothing_is_zero_at_the_smoothed_target_and_z_loss_adds_log_z_sq
   target_probs = np.full(VOCAB, smoothing / (VOCAB - 1))
   target_probs[2] = 1 - smoothing
   logits = jnp.asarray(np.log(target_probs))[None, None]  # [1, 1, vocab], log Z = 0
-  sums = cross_entropy_sums(logits, jnp.array([[2]]), jnp.ones((1, 1)),
-                            label_smoothing=smoothing, z_loss=1e-4)
+  sums = cross_entropy_sums(
+    logits, jnp.array([[2]]), jnp.ones((1, 1)), label_smoothing=smoothing, z_loss=1e-4
+  )
   assert float(sums.cross_entropy) == pytest.approx(0.0, abs=1e-5)
   shifted = cross_entropy_sums(logits + 3.0, jnp.array([[2]]), jnp.ones((1, 1)), z_loss=1e-4)
   assert float(shifted.z_loss) == pytest.approx(1e-4 * 9.0, rel=1e-4)
@@ -42,8 +43,7 @@ def test_label_smoothing_is_zero_at_the_smoothed_target_and_z_loss_adds_log_z_sq
 
 def _linear_model():
   def init_fn(rng):
-    return {"embedding": jax.random.normal(rng, (VOCAB, 8)) * 0.1,
-            "head": jnp.zeros((8, VOCAB))}
+    return {"embedding": jax.random.normal(rng, (VOCAB, 8)) * 0.1, "head": jnp.zeros((8, VOCAB))}
 
   def apply_fn(params, batch, dropout_rng):
     del dropout_rng
@@ -63,9 +63,12 @@ def _batch(rows=8, nan=False):
   if nan:
     weights[0, 0] = np.nan
   decoder_inputs = np.concatenate([np.zeros((rows, 1), np.int32), targets[:, :-1]], axis=1)
-  return {"encoder_input_tokens": rng.integers(1, VOCAB, size=(rows, 6)).astype(np.int32),
-          "decoder_input_tokens": decoder_inputs, "decoder_target_tokens": targets,
-          "decoder_loss_weights": weights}
+  return {
+    "encoder_input_tokens": rng.integers(1, VOCAB, size=(rows, 6)).astype(np.int32),
+    "decoder_input_tokens": decoder_inputs,
+    "decoder_target_tokens": targets,
+    "decoder_loss_weights": weights,
+  }
 
 
 def _run_step(num_microbatches, batch):
@@ -73,12 +76,21 @@ def _run_step(num_microbatches, batch):
   mesh = partitioning.make_mesh(partitioning.MeshConfig(data=1, fsdp=-1, model=1))
   config = OptimizerConfig(name="adamw", learning_rate=1e-2)
   optimizer = make_optimizer(config, 10)
-  state, shardings = create_train_state(init_fn=init_fn, logical_specs=logical,
-                                        optimizer=optimizer, mesh=mesh, seed=0)
+  state, shardings = create_train_state(
+    init_fn=init_fn, logical_specs=logical, optimizer=optimizer, mesh=mesh, seed=0
+  )
   before = jax.device_get(state.params)
-  step = jit_train_step(make_train_step(apply_fn, optimizer, make_schedule(config, 10),
-                                        dropout_seed=0, num_microbatches=num_microbatches),
-                        shardings, mesh)
+  step = jit_train_step(
+    make_train_step(
+      apply_fn,
+      optimizer,
+      make_schedule(config, 10),
+      dropout_seed=0,
+      num_microbatches=num_microbatches,
+    ),
+    shardings,
+    mesh,
+  )
   state, metrics = step(state, partitioning.make_global_batch(batch, mesh))
   return before, jax.device_get(state), jax.device_get(metrics)
 
@@ -86,12 +98,10 @@ def _run_step(num_microbatches, batch):
 def test_gradient_accumulation_equals_one_big_batch():
   _, whole, whole_metrics = _run_step(1, _batch())
   _, accumulated, accumulated_metrics = _run_step(4, _batch())
-  assert float(accumulated_metrics["loss"]) == pytest.approx(float(whole_metrics["loss"]),
-                                                             rel=1e-5)
+  assert float(accumulated_metrics["loss"]) == pytest.approx(float(whole_metrics["loss"]), rel=1e-5)
   assert float(whole_metrics["target_tokens"]) == float(_batch()["decoder_loss_weights"].sum())
   for name in ("embedding", "head"):
-    np.testing.assert_allclose(accumulated.params[name], whole.params[name], rtol=1e-5,
-                               atol=1e-7)
+    np.testing.assert_allclose(accumulated.params[name], whole.params[name], rtol=1e-5, atol=1e-7)
 
 
 def test_non_finite_step_keeps_the_state_and_counts_the_skip():

@@ -11,7 +11,7 @@ def test_reverse_rows_follow_the_converter_format():
   for row in range(4):
     inputs = batch["encoder_input_tokens"][row]
     length = int(np.argmax(inputs == 1))
-    assert length >= 1 and np.all(inputs[:length] >= 2) and np.all(inputs[length + 1:] == 0)
+    assert length >= 1 and np.all(inputs[:length] >= 2) and np.all(inputs[length + 1 :] == 0)
     targets = batch["decoder_target_tokens"][row]
     np.testing.assert_array_equal(targets[:length], inputs[:length][::-1])
     assert targets[length] == 1
@@ -46,7 +46,8 @@ def test_state_round_trip_resumes_the_stream():
 
 
 def test_full_batches_have_no_padding():
-  batch = next(SyntheticTask(batch_size=2, input_length=16, target_length=8, vocab_size=32,
-                             full=True))
+  batch = next(
+    SyntheticTask(batch_size=2, input_length=16, target_length=8, vocab_size=32, full=True)
+  )
   assert np.all(batch["encoder_input_tokens"] != 0)
   assert np.all(batch["decoder_loss_weights"] == 1.0)

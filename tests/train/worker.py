@@ -30,9 +30,12 @@ from tests.train import helpers  # noqa: E402
 
 
 def make_config(spec: dict) -> ml_collections.ConfigDict:
-  config = helpers.tiny_config(steps=spec["steps"], batch_size=spec.get("batch_size", 8),
-                                checkpoint_every=spec.get("checkpoint_every", 0),
-                                keep_checkpoints=spec.get("keep", 3))
+  config = helpers.tiny_config(
+    steps=spec["steps"],
+    batch_size=spec.get("batch_size", 8),
+    checkpoint_every=spec.get("checkpoint_every", 0),
+    keep_checkpoints=spec.get("keep", 3),
+  )
   config.mesh.data, config.mesh.fsdp, config.mesh.model = spec.get("mesh", (1, -1, 1))
   config.model.update(spec.get("model", {}))
   return config
@@ -55,8 +58,10 @@ class Interrupting:
       while not marker.exists() and time.time() < deadline:
         time.sleep(0.05)
       os.kill(os.getpid(), signal.SIGKILL)
-    if (position == self.spec.get("sigterm_at")
-        and self.spec.get("sigterm_process", jax.process_index()) == jax.process_index()):
+    if (
+      position == self.spec.get("sigterm_at")
+      and self.spec.get("sigterm_process", jax.process_index()) == jax.process_index()
+    ):
       os.kill(os.getpid(), signal.SIGTERM)
     return next(self.inner)
 
@@ -75,21 +80,31 @@ def param_specs(train_config) -> dict:
 
   mesh = partitioning.make_mesh(train_config.mesh)
   abstract, shardings = state.abstract_train_state(
-      init_fn=lambda rng: t5.init_params(train_config.model, rng),
-      logical_specs=t5.param_logical_axes(train_config.model),
-      optimizer=optim.make_optimizer(train_config.optimizer, 10), mesh=mesh)
+    init_fn=lambda rng: t5.init_params(train_config.model, rng),
+    logical_specs=t5.param_logical_axes(train_config.model),
+    optimizer=optim.make_optimizer(train_config.optimizer, 10),
+    mesh=mesh,
+  )
   flat = jax.tree_util.tree_flatten_with_path(shardings)[0]
-  return {jax.tree_util.keystr(path): [list(a) if isinstance(a, tuple) else a
-                                       for a in sharding.spec] for path, sharding in flat}
+  return {
+    jax.tree_util.keystr(path): [list(a) if isinstance(a, tuple) else a for a in sharding.spec]
+    for path, sharding in flat
+  }
 
 
 def main():
   spec = json.loads(sys.argv[1])
   config = make_config(spec)
   workdir = pathlib.Path(spec["workdir"])
-  data = SyntheticTask(batch_size=config.train.batch_size, input_length=16, target_length=16,
-                       vocab_size=64, max_tokens=12, process_index=jax.process_index(),
-                       process_count=jax.process_count())
+  data = SyntheticTask(
+    batch_size=config.train.batch_size,
+    input_length=16,
+    target_length=16,
+    vocab_size=64,
+    max_tokens=12,
+    process_index=jax.process_index(),
+    process_count=jax.process_count(),
+  )
   result = loop.train(config, workdir, Interrupting(data, spec, workdir / "checkpoints"))
   if jax.process_index() == 0 and spec.get("out"):
     result["device_count"] = jax.device_count()
