@@ -5,7 +5,7 @@ The mesh has three axes, always in this order:
   * `fsdp`:  data parallelism whose parameters and optimizer state are sharded along it (ZeRO-3),
   * `model`: tensor parallelism (heads, mlp and vocab dimensions split along it).
 The batch is split over `data` x `fsdp`. Only this module knows mesh axis names; the model speaks
-logical names (batch, length, embed, mlp, heads, kv, vocab, relpos_buckets).
+logical names (batch, length, embed, mlp, heads, kv, vocab, relpos_buckets, layers).
 
 Example:
   >>> cfg = MeshConfig(data=2, fsdp=-1, model=2)
@@ -47,6 +47,7 @@ LOGICAL_AXIS_RULES: tuple[tuple[str, Any], ...] = (
   ("length", None),
   ("kv", None),
   ("relpos_buckets", None),
+  ("layers", None),  # the stacked axis of scanned layers (model.scan_layers): replicated
 )
 
 

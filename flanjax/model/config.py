@@ -16,6 +16,11 @@ import dataclasses
 from typing import Any
 
 _FEED_FORWARD = ("relu", "gated-gelu", "gated-relu", "gelu")
+REMAT_CHOICES = ("none", "full", "dots")
+ATTENTION_CHOICES = ("xla", "flash")
+# Fields that change how the model runs (memory, compile time, kernels), never its parameter values
+# or numerics beyond float rounding; `hf.load_pretrained` accepts them as overrides.
+EXECUTION_FIELDS = ("remat", "scan_layers", "attention")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,6 +30,16 @@ class T5Config:
   v1.0 (t5-small ...): feed_forward_proj="relu", tie_word_embeddings=True (the decoder output is
   rescaled by d_model**-0.5 before the shared embedding is used as the LM head).
   v1.1 / FLAN-T5: feed_forward_proj="gated-gelu", tie_word_embeddings=False.
+
+  Execution options (same function, different memory / compile time / kernels):
+    remat: "none" keeps every activation for the backward pass; "full" recomputes each encoder /
+      decoder layer in the backward pass (saves only its input); "dots" saves the layer's
+      weight matmuls (those without batch dimensions: every projection and MLP matmul) and
+      recomputes the rest, notably the [batch, heads, q, k] attention scores.
+    scan_layers: each stack is one `nn.scan` over parameters stacked on a leading "layers" axis
+      (compile time flat in depth). `t5.stack_layers` / `t5.unstack_layers` convert trees.
+    attention: "xla" (plain einsums) or "flash": the Pallas TPU flash kernel (interpreted on CPU,
+      cuDNN fused attention on GPU for bf16/f16); see `flanjax.model.attention`.
   """
 
   vocab_size: int = 32128
@@ -45,8 +60,19 @@ class T5Config:
   pad_token_id: int = 0
   eos_token_id: int = 1
   decoder_start_token_id: int = 0
+  remat: str = "none"  # "none" | "full" | "dots"
+  scan_layers: bool = False
+  attention: str = "xla"  # "xla" | "flash"
 
   def __post_init__(self):
+    if self.remat not in REMAT_CHOICES:
+      raise ValueError(f"T5Config.remat={self.remat!r}; expected one of {REMAT_CHOICES}")
+    if self.attention not in ATTENTION_CHOICES:
+      raise ValueError(
+        f"T5Config.attention={self.attention!r}; expected one of {ATTENTION_CHOICES}"
+      )
+    if not isinstance(self.scan_layers, bool):
+      raise ValueError(f"T5Config.scan_layers={self.scan_layers!r}; expected True or False")
     if self.feed_forward_proj not in _FEED_FORWARD:
       raise ValueError(
         f"T5Config.feed_forward_proj={self.feed_forward_proj!r}; expected one of {_FEED_FORWARD}"

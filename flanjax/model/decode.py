@@ -6,6 +6,10 @@ cache, stopping early once every row has produced EOS (or, for beam search, once
 can beat the finished ones). Batch size, input length and the cache length are padded to fixed
 buckets, so a new batch of a similar size reuses the compiled program instead of recompiling.
 
+A scanned model (`T5Config.scan_layers`) decodes layer by layer too: its stacked parameters are
+sliced back to per-layer ones inside the jitted program (`t5.unstack_layers`). The encoder may
+use attention="flash"; the single-token decoder steps always use the XLA path.
+
 Beam search reproduces Hugging Face's `generate(num_beams=k, do_sample=False)` (its defaults:
 length_penalty=1.0, early_stopping=False): 2k candidates per step, finished hypotheses scored
 `sum_logprobs / generated_len**length_penalty`, HF's "can a running beam still win" stop rule.
@@ -63,6 +67,10 @@ def _decode(
   do_sample: bool,
   top_k: int,
 ):
+  if config.scan_layers:
+    # Cached decoding runs one layer at a time: slice the stacked parameters (inside this jit).
+    params = t5.unstack_layers(params, config)
+  config = config.replace(scan_layers=False, remat="none")  # remat is moot without gradients
   model = t5.T5(config)
   variables = {"params": params}
   key_mask = attention_mask.astype(bool)

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from flanjax.model import decode, t5
-from flanjax.model.config import T5Config
+from flanjax.model.config import EXECUTION_FIELDS, T5Config
 
 CONFIG_FILE = "config.json"
 SAFETENSORS_FILE = "model.safetensors"
@@ -247,15 +247,29 @@ def _resolve(path_or_name: str) -> str:
     ) from e
 
 
-def load_pretrained(path_or_hub_name: str | os.PathLike, dtype: str = "float32") -> T5Model:
+def load_pretrained(
+  path_or_hub_name: str | os.PathLike, dtype: str = "float32", **execution
+) -> T5Model:
   """Loads an HF T5 checkpoint (local directory or hub name) as a `T5Model`.
 
-  `dtype` sets both the parameter and the compute dtype ("float32" or "bfloat16").
+  `dtype` sets both the parameter and the compute dtype ("float32" or "bfloat16"). `execution`
+  sets T5Config's execution fields (remat, scan_layers, attention); with scan_layers=True the
+  parameters come back stacked (`t5.stack_layers`).
+
+  Example:
+    >>> model = load_pretrained("flan-t5-small", scan_layers=True)
+    >>> model.params["encoder_layers"]["mlp"]["wo"].shape  # [layers, mlp, embed]
+    (8, 1024, 512)
   """
+  unknown = sorted(set(execution) - set(EXECUTION_FIELDS))
+  if unknown:
+    raise TypeError(
+      f"load_pretrained: unknown options {unknown}; expected some of {EXECUTION_FIELDS}"
+    )
   directory = _resolve(os.fspath(path_or_hub_name))
-  config = _read_config(directory).replace(dtype=dtype, param_dtype=dtype)
+  config = _read_config(directory).replace(dtype=dtype, param_dtype=dtype, **execution)
   tensors = _read_tensors(_weight_files(directory))
-  shapes = t5.abstract_params(config)
+  shapes = t5.abstract_params(config.replace(scan_layers=False))  # the rename table is per layer
   params: dict = {}
   for hf_name, path, kind in rename_table(config):
     if hf_name not in tensors and hf_name == "lm_head.weight":
@@ -275,18 +289,22 @@ def load_pretrained(path_or_hub_name: str | os.PathLike, dtype: str = "float32")
         f"{source}: tensor {hf_name!r} has shape {list(array.shape)}, but {CONFIG_FILE} implies "
         f"{list(expected_hf)}"
       )
-    _set_path(params, path, jnp.asarray(_to_ours(array, kind, config), dtype=jnp.dtype(dtype)))
+    _set_path(params, path, _to_ours(array, kind, config).astype(jnp.dtype(dtype)))
   used = {name for name, _, _ in rename_table(config)} | set(_TIED_COPIES) | {"lm_head.weight"}
   extra = sorted(set(tensors) - used)
   if extra:
     logging.warning(
       "%s: ignoring %d tensors flanjax does not use, e.g. %s", directory, len(extra), extra[:3]
     )
-  return T5Model(config, params, source_dir=directory)
+  if config.scan_layers:
+    params = t5.stack_layers(params, config)  # numpy: stacked on the host, copied once
+  return T5Model(config, jax.tree.map(jnp.asarray, params), source_dir=directory)
 
 
 def save_pretrained(model: T5Model, out_dir: str | os.PathLike, tokenizer_dir: str | None = None):
   """Writes config.json + model.safetensors (float32) readable by transformers.
+
+  Scanned (stacked) parameters are written per layer, under the usual HF names.
 
   Tokenizer files (spiece.model, tokenizer.json, ...) are copied from `tokenizer_dir`, or from the
   directory the model was loaded from.
@@ -297,6 +315,8 @@ def save_pretrained(model: T5Model, out_dir: str | os.PathLike, tokenizer_dir: s
   os.makedirs(out_dir, exist_ok=True)
   config = model.config
   params = jax.device_get(model.params)
+  if config.scan_layers:
+    params = t5.unstack_layers(params, config)
   tensors = {}
   for hf_name, path, kind in rename_table(config):
     array = np.asarray(_get_path(params, path), np.float32)

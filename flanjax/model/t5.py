@@ -12,6 +12,10 @@ in float32, no 1/sqrt(d_kv) score scaling (it is folded into the query init), so
 relative position buckets shared by all layers of a stack, tied embeddings rescaled by
 d_model**-0.5.
 
+Execution options of `T5Config` leave the function unchanged: `remat` and `scan_layers` (layer
+stacks, see `scan.py`; scanned parameters are stacked on a leading "layers" axis) and
+`attention="flash"` (fused kernels, see `attention.py`). The defaults run the plain path below.
+
 Why Linen rather than NNX: parameters stay a plain pytree, which is what `jax.jit` shardings, optax,
 Orbax and the HF rename table all want; NNX would add split/merge of mutable objects to every step
 for nothing we need here.
@@ -32,7 +36,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from flanjax.model import attention, scan
 from flanjax.model.config import T5Config
+from flanjax.model.position import RelativePositionBias
+from flanjax.model.position import relative_position_bucket as relative_position_bucket
+from flanjax.model.scan import stack_layers
+from flanjax.model.scan import unstack_layers as unstack_layers
 
 _MASK_VALUE = -1e9  # finite, so a fully masked (padding) row gives a uniform softmax, never NaN.
 
@@ -58,32 +67,6 @@ def dense(x: jax.Array, kernel: jax.Array, contract: int = 1, out_dtype=None) ->
   return y.reshape(*lead, *kernel.shape[contract:])
 
 
-def relative_position_bucket(
-  relative_position: jax.Array, *, bidirectional: bool, num_buckets: int, max_distance: int
-) -> jax.Array:
-  """T5's log-spaced buckets for `memory_position - query_position` (same as HF / Mesh TF).
-
-  Example (bidirectional, 32 buckets, max distance 128): -1 → 1, 0 → 0, 1 → 17, 200 → 31.
-  """
-  buckets = jnp.zeros_like(relative_position)
-  if bidirectional:
-    num_buckets //= 2
-    buckets = buckets + (relative_position > 0).astype(relative_position.dtype) * num_buckets
-    distance = jnp.abs(relative_position)
-  else:
-    distance = -jnp.minimum(relative_position, 0)
-  max_exact = num_buckets // 2
-  is_small = distance < max_exact
-  # Same float32 arithmetic as the reference; max(…, 1) only avoids log(0) in the unused branch.
-  scaled = (
-    jnp.log(jnp.maximum(distance, 1).astype(jnp.float32) / max_exact)
-    / math.log(max_distance / max_exact)
-    * (num_buckets - max_exact)
-  )
-  large = jnp.minimum(max_exact + scaled.astype(relative_position.dtype), num_buckets - 1)
-  return buckets + jnp.where(is_small, distance, large)
-
-
 class RMSNorm(nn.Module):
   """T5 layer norm: scale only, no mean subtraction, computed in float32."""
 
@@ -99,39 +82,15 @@ class RMSNorm(nn.Module):
     return (y * scale.astype(jnp.float32)).astype(jnp.dtype(cfg.dtype))
 
 
-class RelativePositionBias(nn.Module):
-  """Per-head additive bias from bucketed relative positions."""
-
-  config: T5Config
-  bidirectional: bool
-
-  @nn.compact
-  def __call__(self, query_positions: jax.Array, key_positions: jax.Array) -> jax.Array:
-    """[b, q] and [b, k] int positions → float32 bias [b, heads, q, k]."""
-    cfg = self.config
-    table = _param(
-      self,
-      "rel_embedding",
-      (cfg.relative_attention_num_buckets, cfg.num_heads),
-      ("relpos_buckets", "heads"),
-      cfg.d_model**-0.5,
-      jnp.dtype(cfg.param_dtype),
-    )
-    relative = key_positions[:, None, :] - query_positions[:, :, None]  # [b, q, k]
-    buckets = relative_position_bucket(
-      relative,
-      bidirectional=self.bidirectional,
-      num_buckets=cfg.relative_attention_num_buckets,
-      max_distance=cfg.relative_attention_max_distance,
-    )
-    bias = jnp.take(table.astype(jnp.float32), buckets, axis=0)  # [b, q, k, heads]
-    return jnp.transpose(bias, (0, 3, 1, 2))  # [b, heads, q, k]
-
-
 class Attention(nn.Module):
-  """Multi-head attention without score scaling; kernels [embed, heads, kv] / [heads, kv, embed]."""
+  """Multi-head attention without score scaling; kernels [embed, heads, kv] / [heads, kv, embed].
+
+  `causal` (decoder self-attention) only lets the flash kernel skip blocks above the diagonal:
+  the mask itself is always in `bias`.
+  """
 
   config: T5Config
+  causal: bool = False
 
   def setup(self):
     cfg = self.config
@@ -152,24 +111,44 @@ class Attention(nn.Module):
     return nn.with_logical_constraint(key, axes), nn.with_logical_constraint(value, axes)
 
   def attend(
-    self, x_q: jax.Array, key: jax.Array, value: jax.Array, bias: jax.Array, deterministic: bool
+    self,
+    x_q: jax.Array,
+    key: jax.Array,
+    value: jax.Array,
+    bias: jax.Array,
+    deterministic: bool,
+    fused: bool = True,
   ) -> jax.Array:
-    """x_q [b, q, d]; key/value [b, h, k, kv]; bias float32 [b|1, h, q, k] → [b, q, d].
+    """x_q [b, q, d]; key/value [b, h, k, kv]; bias float32 [b|1, h|1, q, k] → [b, q, d].
 
     Heads stay in front of the length axes: XLA:CPU runs 'bhqk,bhkd' about 4× faster than the
     same contraction on a [b, k, h, d] operand, and cached keys/values need no transpose.
+    `fused=False` (single-token decoding steps) keeps the XLA path under attention="flash".
     """
-    dt = jnp.dtype(self.config.dtype)
+    cfg = self.config
+    dt = jnp.dtype(cfg.dtype)
     query = dense(x_q, self.q.astype(dt)).transpose(0, 2, 1, 3)  # [batch, heads, q, kv]
     query = nn.with_logical_constraint(query, ("batch", "heads", "length", "kv"))
-    scores = jnp.einsum(
-      "bhqd,bhkd->bhqk", query, key, preferred_element_type=jnp.float32
-    )  # [batch, heads, q, k]
-    weights = jax.nn.softmax(scores + bias, axis=-1)
-    weights = self.dropout(weights, deterministic=deterministic).astype(dt)
-    out = jnp.einsum("bhqk,bhkd->bhqd", weights, value)  # [batch, heads, q, kv]
+    if fused and cfg.attention == "flash" and self._flash_fits(query, key, deterministic):
+      out = attention.flash_attention(query, key, value, bias, causal=self.causal)
+    else:
+      scores = jnp.einsum(
+        "bhqd,bhkd->bhqk", query, key, preferred_element_type=jnp.float32
+      )  # [batch, heads, q, k]
+      weights = jax.nn.softmax(scores + bias, axis=-1)
+      weights = self.dropout(weights, deterministic=deterministic).astype(dt)
+      out = jnp.einsum("bhqk,bhkd->bhqd", weights, value)  # [batch, heads, q, kv]
     out = dense(out.transpose(0, 2, 1, 3), self.o.astype(dt), contract=2)  # [batch, q, embed]
     return nn.with_logical_constraint(out, ("batch", "length", "embed"))
+
+  def _flash_fits(self, query, key, deterministic) -> bool:
+    reason = attention.unsupported_reason(query.shape[2], key.shape[2], query.shape[3])
+    if reason is not None:
+      attention.warn_once(f"attention='flash' falls back to the XLA path: {reason}")
+      return False
+    if not deterministic and self.config.dropout_rate > 0:
+      attention.warn_once("attention='flash': no dropout on attention weights (others still apply)")
+    return True
 
   def __call__(self, x_q, x_kv, bias, deterministic: bool):
     key, value = self.project_kv(x_kv)
@@ -222,17 +201,17 @@ class DecoderLayer(nn.Module):
   def setup(self):
     cfg = self.config
     self.pre_self_attention_layer_norm = RMSNorm(cfg)
-    self.self_attention = Attention(cfg)
+    self.self_attention = Attention(cfg, causal=True)
     self.pre_cross_attention_layer_norm = RMSNorm(cfg)
     self.encoder_decoder_attention = Attention(cfg)
     self.pre_mlp_layer_norm = RMSNorm(cfg)
     self.mlp = MLP(cfg)
     self.dropout = nn.Dropout(cfg.dropout_rate)
 
-  def _cross_and_mlp(self, x, cross_kv, cross_bias, deterministic):
+  def _cross_and_mlp(self, x, cross_kv, cross_bias, deterministic, fused=True):
     y = self.pre_cross_attention_layer_norm(x)
     key, value = cross_kv
-    y = self.encoder_decoder_attention.attend(y, key, value, cross_bias, deterministic)
+    y = self.encoder_decoder_attention.attend(y, key, value, cross_bias, deterministic, fused)
     x = x + self.dropout(y, deterministic)
     y = self.mlp(self.pre_mlp_layer_norm(x), deterministic)
     x = x + self.dropout(y, deterministic)
@@ -255,9 +234,10 @@ class DecoderLayer(nn.Module):
     cache_value = jax.lax.dynamic_update_slice_in_dim(
       cache[1], value.astype(cache[1].dtype), index, 2
     )
-    y = self.self_attention.attend(y, cache_key, cache_value, self_bias, True)
+    y = self.self_attention.attend(y, cache_key, cache_value, self_bias, True, fused=False)
     x = x + y
-    return self._cross_and_mlp(x, cross_kv, cross_bias, True), (cache_key, cache_value)
+    x = self._cross_and_mlp(x, cross_kv, cross_bias, True, fused=False)
+    return x, (cache_key, cache_value)
 
 
 def _positions(tokens: jax.Array, positions: jax.Array | None) -> jax.Array:
@@ -289,10 +269,17 @@ class T5(nn.Module):
       embedding_init=nn.with_logical_partitioning(nn.initializers.normal(1.0), ("vocab", "embed")),
     )
     self.encoder_relpos_bias = RelativePositionBias(cfg, bidirectional=True)
-    self.encoder_layers = [EncoderLayer(cfg) for _ in range(cfg.num_layers)]
     self.encoder_norm = RMSNorm(cfg)
     self.decoder_relpos_bias = RelativePositionBias(cfg, bidirectional=False)
-    self.decoder_layers = [DecoderLayer(cfg) for _ in range(cfg.num_decoder_layers)]
+    # Unscanned: modules encoder_layers_0 ... ; scanned: one module encoder_layers (see scan.py).
+    if cfg.scan_layers:
+      self.encoder_layers = scan.scanned_stack(EncoderLayer, cfg, cfg.num_layers, 2)(cfg)
+      self.decoder_layers = scan.scanned_stack(DecoderLayer, cfg, cfg.num_decoder_layers, 4)(cfg)
+    else:
+      encoder_layer = scan.layer_class(EncoderLayer, cfg, deterministic_argnum=3)
+      decoder_layer = scan.layer_class(DecoderLayer, cfg, deterministic_argnum=5)
+      self.encoder_layers = [encoder_layer(cfg) for _ in range(cfg.num_layers)]
+      self.decoder_layers = [decoder_layer(cfg) for _ in range(cfg.num_decoder_layers)]
     self.decoder_norm = RMSNorm(cfg)
     if not cfg.tie_word_embeddings:
       self.logits_dense = self.param(
@@ -333,8 +320,11 @@ class T5(nn.Module):
     pos = _positions(encoder_input_tokens, encoder_positions)
     bias = self.encoder_relpos_bias(pos, pos) + _bias_from_mask(mask)  # [b, h, q, k]
     x = self._embed(encoder_input_tokens, det)
-    for layer in self.encoder_layers:
-      x = layer(x, bias, det)
+    if self.config.scan_layers:
+      x, _ = self.encoder_layers(x, bias, det)
+    else:
+      for layer in self.encoder_layers:
+        x = layer(x, bias, det)
     return self.dropout(self.encoder_norm(x), det)
 
   def logits_from_hidden(self, y):
@@ -378,8 +368,11 @@ class T5(nn.Module):
     self_bias = self.decoder_relpos_bias(pos, pos) + _bias_from_mask(self_mask)
     cross_bias = _bias_from_mask(cross_mask)
     x = self._embed(decoder_input_tokens, det)
-    for layer in self.decoder_layers:
-      x = layer(x, self_bias, encoded, cross_bias, det)
+    if self.config.scan_layers:
+      x, _ = self.decoder_layers(x, self_bias, encoded, cross_bias, det)
+    else:
+      for layer in self.decoder_layers:
+        x = layer(x, self_bias, encoded, cross_bias, det)
     y = self.dropout(self.decoder_norm(x), det)
     return self.logits_from_hidden(y)
 
@@ -418,8 +411,16 @@ class T5(nn.Module):
     )
 
   # ------------------------------------------------------------------ cached decoding
+  def _check_unscanned(self):
+    if self.config.scan_layers:
+      raise ValueError(
+        "cached decoding runs per layer: pass unstack_layers(params, config) with "
+        "config.replace(scan_layers=False) (decode.generate does this)"
+      )
+
   def cross_kv(self, encoded):
     """Per decoder layer (key, value) [b, h, l, kv] of the encoder output, computed once."""
+    self._check_unscanned()
     return [layer.cross_kv(encoded) for layer in self.decoder_layers]
 
   def decoder_step(self, tokens, index, cache, cross_kv, encoder_key_mask):
@@ -427,6 +428,7 @@ class T5(nn.Module):
 
     cache: per layer (key, value) [b, h, max_len, kv]; positions > index are masked out.
     """
+    self._check_unscanned()
     max_len = cache[0][0].shape[2]
     key_pos = jnp.arange(max_len, dtype=jnp.int32)[None]  # [1, T]
     query_pos = jnp.full((1, 1), index, jnp.int32)
@@ -449,11 +451,18 @@ def init_cache(config: T5Config, batch: int, max_len: int) -> list[tuple[jax.Arr
 
 def _init_boxed(config: T5Config, rng: jax.Array):
   tokens = jnp.ones((1, 4), jnp.int32)
-  return T5(config).init(rng, tokens, tokens)["params"]
+  # Parameters do not depend on the attention kernel; the XLA path traces these tiny shapes.
+  return T5(config.replace(attention="xla")).init(rng, tokens, tokens)["params"]
 
 
 def init_params(config: T5Config, rng: jax.Array):
-  """Randomly initialised parameters, a plain nested dict of arrays."""
+  """Randomly initialised parameters, a plain nested dict of arrays.
+
+  With `config.scan_layers` these are the unscanned parameters of the same seed, stacked: the
+  model does not depend on the layout.
+  """
+  if config.scan_layers:
+    return stack_layers(init_params(config.replace(scan_layers=False), rng), config)
   return nn.meta.unbox(_init_boxed(config, rng))
 
 
@@ -463,7 +472,7 @@ def abstract_params(config: T5Config):
 
 
 def param_logical_axes(config: T5Config):
-  """Pytree like the params, of PartitionSpecs of logical axis names."""
+  """Pytree like the params, of PartitionSpecs of logical axis names (scanned: "layers" first)."""
   boxed = jax.eval_shape(lambda: _init_boxed(config, jax.random.PRNGKey(0)))
   return nn.get_partition_spec(boxed)
 

@@ -49,12 +49,16 @@ def hf_model(config: T5Config, seed: int = 0):
   return model
 
 
-@pytest.fixture(params=["v1.0", "v1.1"])
+@pytest.fixture(params=["v1.0", "v1.1", "v1.0-scan", "v1.1-scan"])
 def pair(request, tmp_path):
-  """(flanjax T5Model, HF model) holding the same weights, loaded through load_pretrained."""
+  """(flanjax T5Model, HF model) holding the same weights, loaded through load_pretrained;
+  "-scan": with scan_layers=True (stacked parameters)."""
   from flanjax.model import hf
 
-  config = {"v1.0": V10, "v1.1": V11}[request.param]
+  version, _, scan = request.param.partition("-")
+  config = {"v1.0": V10, "v1.1": V11}[version]
   reference = hf_model(config)
   reference.save_pretrained(tmp_path / "hf")
-  return hf.load_pretrained(tmp_path / "hf"), reference
+  model = hf.load_pretrained(tmp_path / "hf", scan_layers=bool(scan))
+  assert ("encoder_layers" in model.params) == bool(scan)
+  return model, reference

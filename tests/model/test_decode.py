@@ -8,7 +8,7 @@ from flanjax.model import decode, hf
 from tests.model.conftest import V10, V11, hf_model
 
 
-def _eos_prone_pair(config, tmp_path):
+def _eos_prone_pair(config, tmp_path, scan_layers=False):
   """A reference model whose EOS row copies (×1.05) its favourite token, so rows end at various
   lengths and the EOS paths of the search are exercised; plus the same weights in flanjax."""
   reference = hf_model(config)
@@ -20,7 +20,7 @@ def _eos_prone_pair(config, tmp_path):
     favourite = np.bincount(greedy[:, 1:].ravel()).argmax()
     reference.lm_head.weight[config.eos_token_id] = 1.05 * reference.lm_head.weight[favourite]
   reference.save_pretrained(tmp_path / "hf")
-  return hf.load_pretrained(tmp_path / "hf"), reference
+  return hf.load_pretrained(tmp_path / "hf", scan_layers=scan_layers), reference
 
 
 def _hf_generate(reference, enc, mask, **kwargs):
@@ -46,10 +46,20 @@ def _inputs(config):
   return enc, mask
 
 
-@pytest.mark.parametrize("config", [V10, V11], ids=["v1.0", "v1.1"])
-@pytest.mark.parametrize("num_beams", [1, 4])
-def test_generate_matches_hf(config, num_beams, tmp_path):
-  model, reference = _eos_prone_pair(config, tmp_path)
+@pytest.mark.parametrize(
+  "config, num_beams, scan_layers",
+  [
+    pytest.param(V10, 1, False, id="v1.0-greedy"),
+    pytest.param(V10, 4, False, id="v1.0-beam"),
+    pytest.param(V11, 1, False, id="v1.1-greedy"),
+    pytest.param(V11, 4, False, id="v1.1-beam"),
+    # Scanned (stacked parameters, unstacked inside the decoding program): greedy and beam.
+    pytest.param(V10, 1, True, id="v1.0-greedy-scan"),
+    pytest.param(V11, 4, True, id="v1.1-beam-scan"),
+  ],
+)
+def test_generate_matches_hf(config, num_beams, scan_layers, tmp_path):
+  model, reference = _eos_prone_pair(config, tmp_path, scan_layers)
   enc, mask = _inputs(config)
   ours = model.generate(enc, mask, max_new_tokens=10, num_beams=num_beams)
   theirs = _hf_generate(reference, enc, mask, max_new_tokens=10, num_beams=num_beams)

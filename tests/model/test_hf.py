@@ -2,6 +2,7 @@
 
 import json
 
+import jax
 import numpy as np
 import pytest
 import torch
@@ -18,8 +19,9 @@ def _inputs(config):
 
 
 @pytest.mark.parametrize("config", [V10, V11], ids=["v1.0", "v1.1"])
-def test_flanjax_to_hf_round_trip(config, tmp_path):
-  model = hf.T5Model.init(config, seed=4)
+@pytest.mark.parametrize("scan_layers", [False, True], ids=["layers", "scan"])
+def test_flanjax_to_hf_round_trip(config, scan_layers, tmp_path):
+  model = hf.T5Model.init(config.replace(scan_layers=scan_layers), seed=4)
   hf.save_pretrained(model, tmp_path / "out")
   reference = transformers.T5ForConditionalGeneration.from_pretrained(tmp_path / "out").eval()
   enc, dec = _inputs(config)
@@ -28,11 +30,22 @@ def test_flanjax_to_hf_round_trip(config, tmp_path):
     theirs = reference(input_ids=torch.tensor(enc), decoder_input_ids=torch.tensor(dec)).logits
   np.testing.assert_allclose(np.asarray(model.logits(enc, dec)), theirs.numpy(), atol=1e-4)
   # And back: flanjax reads its own export to identical parameters.
-  again = hf.load_pretrained(tmp_path / "out")
+  again = hf.load_pretrained(tmp_path / "out", scan_layers=scan_layers)
   assert again.config == model.config
+  jax.tree.map(np.testing.assert_array_equal, again.params, model.params)
   np.testing.assert_array_equal(
     np.asarray(again.logits(enc, dec)), np.asarray(model.logits(enc, dec))
   )
+  if scan_layers:  # the export is the same model as the unscanned one of the same seed
+    plain = hf.T5Model.init(config, seed=4)
+    jax.tree.map(
+      np.testing.assert_array_equal, hf.load_pretrained(tmp_path / "out").params, plain.params
+    )
+
+
+def test_load_pretrained_rejects_unknown_options(tmp_path):
+  with pytest.raises(TypeError, match="unknown options.*'d_model'"):
+    hf.load_pretrained(_write_checkpoint(tmp_path), d_model=8)
 
 
 def test_sharded_and_pickled_checkpoints_load(tmp_path):

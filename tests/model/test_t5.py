@@ -141,11 +141,12 @@ def test_dropout_is_active_only_when_enabled():
   assert np.abs(np.asarray(drop1) - np.asarray(drop2)).max() > 1e-3
 
 
-def test_every_param_has_logical_axes():
-  config = T5Config.tiny()
+@pytest.mark.parametrize("scan_layers", [False, True], ids=["layers", "scan"])
+def test_every_param_has_logical_axes(scan_layers):
+  config = T5Config.tiny(scan_layers=scan_layers)
   axes = t5.param_logical_axes(config)
   shapes = t5.abstract_params(config)
-  known = {"batch", "length", "embed", "mlp", "heads", "kv", "vocab", "relpos_buckets"}
+  known = {"batch", "length", "embed", "mlp", "heads", "kv", "vocab", "relpos_buckets", "layers"}
   flat_axes = jax.tree_util.tree_leaves_with_path(
     axes, is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec)
   )
