@@ -36,10 +36,17 @@ def _count(batch) -> tuple[int, int, int, int, int]:
   )
 
 
+def _context():
+  from flanjax.data import DataContext
+
+  return DataContext()  # data dir from env FLANJAX_DATA_DIR, byte vocabulary
+
+
 def _flanjax_batches(args):
   from flanjax.data import pipeline
 
   return pipeline.make_batch_iterator(
+    _context(),
     args.mixture,
     "train",
     lengths={"inputs": args.in_len, "targets": args.tgt_len},
@@ -51,10 +58,8 @@ def _flanjax_batches(args):
 def _seqio_batches(args):
   import seqio
 
-  from flanjax.data import tasks
-
   lengths = {"inputs": args.in_len, "targets": args.tgt_len}
-  mixture = tasks.get_mixture_or_task(args.mixture)
+  mixture = _context().get(args.mixture)
   dataset = mixture.get_dataset(lengths, split="train", shuffle=True, seed=0, num_epochs=None)
   converter = seqio.EncDecFeatureConverter(pack=True)
   dataset = converter(dataset, lengths).batch(args.batch, drop_remainder=True)

@@ -97,11 +97,9 @@ def run_flanjax(args) -> dict:
 
   from flanjax import partitioning
   from flanjax.model import t5
-  from flanjax.train.config import TrainConfig
-  from flanjax.train.loop import _make_apply_fn  # the loop's own model call
   from flanjax.train.optim import OptimizerConfig, make_optimizer, make_schedule
   from flanjax.train.state import create_train_state
-  from flanjax.train.step import jit_train_step, make_train_step
+  from flanjax.train.step import jit_train_step, make_apply_fn, make_train_step
 
   platform = jax.devices()[0].platform
   dtype = args.dtype or ("float32" if platform == "cpu" else "bfloat16")
@@ -116,22 +114,9 @@ def run_flanjax(args) -> dict:
     mesh=mesh,
     seed=0,
   )
-  train_config = TrainConfig(
-    model=cfg,
-    optimizer=opt_config,
-    mesh=partitioning.MeshConfig(),
-    seed=0,
-    steps=1,
-    batch_size=args.batch,
-    input_length=args.in_len,
-    target_length=args.tgt_len,
-    log_every=1,
-    checkpoint_every=0,
-    keep_checkpoints=1,
-  )
   step = jit_train_step(
     make_train_step(
-      _make_apply_fn(train_config),
+      make_apply_fn(cfg),  # the loop's own model call
       optimizer,
       make_schedule(opt_config, 1000),
       dropout_seed=0,

@@ -1,79 +1,30 @@
-"""The one table of config keys and defaults; every file in configs/ starts from `base_config()`.
+"""Helpers for config files; every file in configs/ starts from `base_config()`.
 
+The table of keys and defaults is `flanjax/config.py` (the dataclass defaults of `RunConfig`):
+`base_config()` is built from it, so a config file can only set keys that table has, and the
+defaults cannot disagree (tests/test_config.py loads every config file through the reader).
 Keys (DESIGN.md): seed, data_dir, model.* (T5Config fields), init_from, mixture, eval_mixtures,
-lengths.inputs, lengths.targets, train.*, optimizer.*, mesh.*; plus vocab and eval.* here.
+lengths.inputs, lengths.targets, train.*, optimizer.*, mesh.*; plus vocab, toy_vocab and eval.*.
 """
 
-import dataclasses
-
 import ml_collections
-from ml_collections import config_dict
 
-from flanjax.model.config import T5Config
+from flanjax.config import default_config_dict
 
 
 def model_config(**overrides) -> ml_collections.ConfigDict:
-  """`model.*`: every T5Config field, so any of them can be overridden from the command line."""
-  fields = {f.name: f.default for f in dataclasses.fields(T5Config)}
-  fields.update(overrides)
-  model = ml_collections.ConfigDict()
-  for name, value in fields.items():
-    # None defaults become typed placeholders so `--config.model.num_decoder_layers=4` works.
-    model[name] = config_dict.placeholder(int) if value is None else value
+  """`model.*`: every T5Config field at its default, with `overrides` applied."""
+  model = default_config_dict().model
+  for name, value in overrides.items():
+    if name not in model:
+      raise KeyError(f"model.{name} is not a T5Config field")
+    model[name] = value
   return model
 
 
 def base_config() -> ml_collections.ConfigDict:
-  c = ml_collections.ConfigDict()
-  c.seed = 0
-  c.data_dir = ""  # "" → env FLANJAX_DATA_DIR
-  c.vocab = ""  # SentencePiece model path; "" → init_from's spiece.model, else the tasks' default
-  c.init_from = ""  # HF T5 directory or hub name; "" → random init
-  c.mixture = "toy"
-  c.eval_mixtures = ("toy",)
-  c.model = model_config()
-
-  c.lengths = ml_collections.ConfigDict(dict(inputs=512, targets=128))
-  c.train = ml_collections.ConfigDict(
-    dict(
-      steps=1000,
-      batch_size=32,
-      log_every=50,
-      checkpoint_every=500,
-      keep_checkpoints=3,
-      eval_every=0,
-      microbatches=1,
-      z_loss=1e-4,
-      label_smoothing=0.0,
-      non_finite="skip",
-      async_checkpoints=True,
-      peak_flops_per_device=0.0,
-      pack=True,
-    )
-  )
-  c.optimizer = ml_collections.ConfigDict(
-    dict(
-      name="adafactor",
-      learning_rate=1e-3,
-      schedule="constant",
-      warmup_steps=0,
-      end_learning_rate=0.0,
-      grad_clip_norm=1.0,
-      weight_decay=0.0,
-    )
-  )
-  c.mesh = ml_collections.ConfigDict(dict(data=1, fsdp=-1, model=1))
-  c.eval = ml_collections.ConfigDict(
-    dict(
-      split="test",
-      selection_split="validation",
-      max_examples=0,
-      batch_size=32,
-      num_beams=1,
-      length_normalize=False,
-    )
-  )
-  return c
+  """Every key of `flanjax.config.key_table()` at its default."""
+  return default_config_dict()
 
 
 # FLAN-T5 / T5 v1.1 shapes (HF google/flan-t5-* and google/t5-v1_1-*), gated-GELU, untied head.

@@ -11,77 +11,133 @@ import argparse
 import ast
 import difflib
 import importlib.util
-import json
 import os
 import pathlib
 import shlex
-import shutil
 import sys
-import time
 from typing import Any
 
 import ml_collections
 
 from flanjax import launchers
+from flanjax.errors import UsageError
 
-COMMANDS = ("train", "eval", "export", "tasks", "show", "vocab", "demo")
+COMMANDS = ("train", "eval", "export", "predict", "plan", "tasks", "show", "vocab", "demo")
 DEMO_CONFIG = "configs/demo.py"
-# Keys a resumed or extended run may change without being "a different config".
-RESUMABLE_KEYS = (
-  "train.steps",
-  "train.log_every",
-  "train.checkpoint_every",
-  "train.eval_every",
-  "train.keep_checkpoints",
-  "eval_mixtures",
-  "eval",
-  "data_dir",
-  "mesh",
-)
-
-
-class UsageError(ValueError):
-  """Bad command line or config; printed as one line, exit code 2."""
 
 
 # ------------------------------------------------------------------ parsing
+COMMAND_HELP = {
+  "train": "fine-tune: --config C --workdir W [--config.a.b=v ...] [--launcher ...]",
+  "eval": "evaluate a checkpoint (--workdir W [--checkpoint N]) or an HF model (--hf_model DIR)",
+  "export": "write a checkpoint as an HF directory (model + tokenizer): --workdir W --out DIR",
+  "predict": "predictions for a file of prompts: (--workdir W | --hf_model D) --input F --output F",
+  "plan": "compile train/score/decode for a TPU topology from this host; per-device memory: "
+  "--config C --topology v4:2x2x1 [--json]",
+  "tasks": "list registered tasks, categories, mixtures and row counts",
+  "show": "print rendered prompts of a task, every template: --task NAME [-n N] [--split S]",
+  "vocab": "train a SentencePiece vocabulary on a mixture: --mixture M --size N --out PATH",
+  "demo": "what `make demo` runs: train the demo config (or resume), evaluate, print the report",
+}
+
+
+def _add_common(p: argparse.ArgumentParser, command: str) -> None:
+  p.add_argument("--config", help="an ml_collections config file, e.g. configs/demo.py")
+  p.add_argument(
+    "--import",
+    dest="imports",
+    action="append",
+    default=[],
+    metavar="MODULE",
+    help="a module registering your own tasks/mixtures (name on the path, or a .py file); "
+    "repeatable",
+  )
+  p.add_argument("--workdir", help="run directory: checkpoints/, metrics.jsonl, eval/, ...")
+  p.add_argument(
+    "--overwrite",
+    action="store_true",
+    help="train/demo: start afresh in a workdir made by another config; predict: replace "
+    "--output (the old one is moved aside, never deleted)",
+  )
+  if command in ("eval", "export", "predict"):
+    p.add_argument("--checkpoint", type=int, default=None, help="step (default: the latest)")
+  if command in ("eval", "predict"):
+    p.add_argument("--hf_model", default=None, help="an HF T5 directory or hub name")
+  if command in ("export", "vocab"):
+    p.add_argument("--out", default=None, help="export: HF dir to write; vocab: .model path")
+  if command == "predict":
+    p.add_argument("--input", default=None, help="prompts .jsonl (field input) or .txt")
+    p.add_argument("--output", default=None, help="predictions .jsonl to write")
+    p.add_argument("--max_new_tokens", type=int, default=0, help="default: eval.targets")
+    p.add_argument("--num_beams", type=int, default=0, help="default: eval.num_beams")
+    p.add_argument("--temperature", type=float, default=0.0, help="> 0 samples; 0 greedy/beam")
+    p.add_argument("--top_k", type=int, default=0, help="sample from the top k (0: all)")
+  if command == "plan":
+    p.add_argument(
+      "--topology",
+      default=None,
+      help="GENERATION:SHAPE (v4:2x2x1, v4:4x4x4, v5p:2x2x2, v5e:4x4, v6e:4x4) or local",
+    )
+    p.add_argument("--json", dest="as_json", action="store_true", help="print the report as JSON")
+  if command == "show":
+    p.add_argument("--task", default=None, help="task name (see `tools/launch.py tasks`)")
+    p.add_argument("-n", "--num_examples", type=int, default=3, help="examples per template")
+    p.add_argument("--split", default="validation", help="split to show")
+  if command == "vocab":
+    p.add_argument("--mixture", default=None, help="mixture whose text trains it")
+    p.add_argument("--size", type=int, default=32000, help="SentencePiece pieces")
+  if command in ("train", "eval", "export", "predict"):
+    g = p.add_argument_group("launchers")
+    g.add_argument("--launcher", default="local", help=f"one of {', '.join(launchers.LAUNCHERS)}")
+    g.add_argument("--num_processes", type=int, default=2, help="multiprocess: local processes")
+    g.add_argument("--dry_run", action="store_true", help="slurm / tpu-vm: print, do not run")
+    g.add_argument("--nodes", type=int, default=1, help="slurm: nodes")
+    g.add_argument("--gpus_per_node", type=int, default=8, help="slurm: GPUs (processes) per node")
+    g.add_argument("--partition", default=None, help="slurm: partition")
+    g.add_argument("--time", default="24:00:00", help="slurm: time limit")
+    g.add_argument("--job_name", default="flanjax", help="slurm: job name")
+    g.add_argument("--port", type=int, default=launchers.SLURM_PORT, help="slurm: coordinator port")
+    g.add_argument("--tpu", default=None, help="tpu-vm: TPU name")
+    g.add_argument("--zone", default=None, help="tpu-vm: zone")
+    g.add_argument("--project", default=None, help="tpu-vm: GCP project")
+    g.add_argument("--repo_dir", default="~/flanjax", help="tpu-vm: checkout path on the hosts")
+    g.add_argument(
+      "--python",
+      default=None,
+      help="slurm / tpu-vm: interpreter on the nodes (default: this one; python3 on TPU VMs)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
+  """`tools/launch.py COMMAND [flags]`; `tools/launch.py COMMAND --help` lists that command's."""
   p = argparse.ArgumentParser(
     prog="tools/launch.py",
     description=__doc__,
     formatter_class=argparse.RawDescriptionHelpFormatter,
   )
-  p.add_argument("command", help=f"one of {', '.join(COMMANDS)}")
-  p.add_argument("--config", help="an ml_collections config file, e.g. configs/demo.py")
-  p.add_argument("--workdir", help="run directory: checkpoints/, metrics.jsonl, eval/, ...")
-  p.add_argument("--launcher", default="local", help=f"one of {', '.join(launchers.LAUNCHERS)}")
-  p.add_argument("--num_processes", type=int, default=2, help="multiprocess: local processes")
-  p.add_argument("--dry_run", action="store_true", help="slurm / tpu-vm: print, do not run")
-  p.add_argument(
-    "--overwrite",
-    action="store_true",
-    help="train: start afresh in a workdir made by another config (the old one is "
-    "moved aside, never deleted)",
-  )
-  p.add_argument("--checkpoint", type=int, default=None, help="eval/export: step (default latest)")
-  p.add_argument("--hf_model", default=None, help="eval: an HF T5 directory or hub name")
-  p.add_argument("--out", default=None, help="export: output dir; vocab: output .model path")
-  p.add_argument("--task", default=None, help="show: task name")
-  p.add_argument("-n", "--num_examples", type=int, default=3, help="show: examples per template")
-  p.add_argument("--split", default="validation", help="show: split")
-  p.add_argument("--mixture", default=None, help="vocab: mixture whose text trains it")
-  p.add_argument("--size", type=int, default=32000, help="vocab: SentencePiece pieces")
-  # Cluster launchers.
-  p.add_argument("--nodes", type=int, default=1, help="slurm: nodes")
-  p.add_argument("--gpus_per_node", type=int, default=8, help="slurm: GPUs (= processes) per node")
-  p.add_argument("--partition", default=None, help="slurm: partition")
-  p.add_argument("--time", default="24:00:00", help="slurm: time limit")
-  p.add_argument("--job_name", default="flanjax", help="slurm: job name")
-  p.add_argument("--tpu", default=None, help="tpu-vm: TPU name")
-  p.add_argument("--zone", default=None, help="tpu-vm: zone")
-  p.add_argument("--project", default=None, help="tpu-vm: GCP project")
-  p.add_argument("--repo_dir", default="~/flanjax", help="tpu-vm: checkout path on the hosts")
+  sub = p.add_subparsers(dest="command", metavar="COMMAND")
+  for command in COMMANDS:
+    parser = sub.add_parser(command, help=COMMAND_HELP[command], description=COMMAND_HELP[command])
+    _add_common(parser, command)
   return p
+
+
+def parse_args(rest: list[str]) -> argparse.Namespace:
+  """Parses flags (overrides already split off); an unknown command gets a close match."""
+  commands = [a for a in rest if not a.startswith("-")][:1]
+  if not rest or rest[0] in ("-h", "--help"):
+    build_parser().print_help()
+    raise SystemExit(0)
+  if not commands or rest[0] not in COMMANDS:
+    name = rest[0]
+    close = difflib.get_close_matches(name, COMMANDS, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    raise UsageError(f"unknown command {name!r}{hint} (commands: {', '.join(COMMANDS)})")
+  args = build_parser().parse_args(rest)
+  for name, default in (("launcher", "local"), ("hf_model", None), ("checkpoint", None)):
+    if not hasattr(args, name):
+      setattr(args, name, default)
+  return args
 
 
 def split_overrides(argv: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
@@ -175,62 +231,36 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: list[tuple[str
   return config
 
 
-# ------------------------------------------------------------------ workdir
-def _comparable(config_json: dict) -> dict:
-  out = json.loads(json.dumps(config_json, default=str))
-  for key in RESUMABLE_KEYS:
-    *parents, leaf = key.split(".")
-    node = out
-    for part in parents:
-      node = node.get(part, {})
-    node.pop(leaf, None)
-  return out
+def base_config_dict() -> ml_collections.ConfigDict:
+  """Every key at its default (commands such as `tasks` and `show` run without --config)."""
+  from flanjax.config import default_config_dict
+
+  return default_config_dict()
 
 
-def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
-  if isinstance(a, dict) and isinstance(b, dict):
-    keys = []
-    for k in sorted(set(a) | set(b)):
-      keys += _diff_keys(a.get(k), b.get(k), f"{prefix}{k}.")
-    return keys
-  return [] if a == b else [prefix[:-1]]
+def recorded_run_config(workdir: str):
+  """The RunConfig a workdir was trained with (its config.json)."""
+  from flanjax.config import RunConfig
+  from flanjax.workdir import recorded_config
+
+  recorded = recorded_config(workdir)
+  if recorded is None:
+    raise UsageError(f"{workdir} has no config.json from a flanjax run: pass --config")
+  try:
+    return RunConfig.from_recorded(recorded)
+  except (KeyError, ValueError) as error:
+    raise UsageError(f"{workdir}/config.json: {error}") from None
 
 
-def config_differences(workdir: str, config: ml_collections.ConfigDict) -> list[str] | None:
-  """Keys in which `config` differs from the one recorded in `workdir` (None: nothing recorded).
+def read_run_config(config: ml_collections.ConfigDict):
+  """The ConfigDict → `RunConfig` (the one reader); its errors become one-line usage errors."""
+  from flanjax.config import RunConfig
 
-  Keys that only extend or re-evaluate a run (RESUMABLE_KEYS) do not count.
-  """
-  saved = pathlib.Path(workdir) / "config.json"
-  if not saved.exists():
-    return None
-  current = json.loads(config.to_json_best_effort())
-  return _diff_keys(_comparable(json.loads(saved.read_text())), _comparable(current))
-
-
-def prepare_workdir(workdir: str, config: ml_collections.ConfigDict, *, overwrite: bool) -> None:
-  """Records the config; refuses a workdir made by a different config unless `overwrite`."""
-  path = pathlib.Path(workdir)
-  differs = config_differences(workdir, config)
-  if differs is not None:
-    if differs and not overwrite:
-      raise UsageError(
-        f"workdir {workdir} was made by a different config (keys {differs[:6]} differ); pass "
-        "--overwrite to start afresh (the old workdir is moved aside, not deleted) or choose "
-        "another --workdir"
-      )
-    if differs:
-      aside = path.with_name(f"{path.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
-      shutil.move(str(path), aside)
-      print(f"moved the previous run to {aside}")
-  elif path.exists() and any(path.iterdir()) and not overwrite:
-    raise UsageError(
-      f"workdir {workdir} is not empty and has no config.json from a flanjax run; "
-      "pass --overwrite or choose another --workdir"
-    )
-  path.mkdir(parents=True, exist_ok=True)
-  current = json.loads(config.to_json_best_effort())
-  (path / "config.json").write_text(json.dumps(current, indent=2, sort_keys=True))
+  try:
+    return RunConfig.from_config_dict(config)
+  except (KeyError, ValueError) as error:
+    message = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
+    raise UsageError(message) from None
 
 
 # ------------------------------------------------------------------ launchers
@@ -249,6 +279,8 @@ def _relaunch_args(argv: list[str]) -> list[str]:
     "--time",
     "--job_name",
     "--repo_dir",
+    "--port",
+    "--python",
   }
   for arg in argv:
     if skip:
@@ -264,9 +296,36 @@ def _relaunch_args(argv: list[str]) -> list[str]:
   return out
 
 
-def launch(args, argv: list[str]) -> int:
-  """Runs the command through a non-local launcher."""
+def remote_args(args, argv: list[str], config) -> list[str]:
+  """What every launched process runs: argv without launcher flags, plus what the run needs
+  that would otherwise come from this shell (the data dir from env FLANJAX_DATA_DIR, as
+  `--config.data_dir`), and the config file as an absolute path (slurm runs from the repo).
+  """
   inner = _relaunch_args(argv)
+  if args.config and args.launcher in ("slurm", "multiprocess"):
+    absolute = os.path.abspath(args.config)
+    inner = [absolute if a == args.config else a for a in inner]
+    inner = [f"--config={absolute}" if a == f"--config={args.config}" else a for a in inner]
+  if args.launcher in ("slurm", "multiprocess"):  # a user module given as a relative .py path
+    inner = [
+      os.path.abspath(a) if a.endswith(".py") and prev == "--import" else a
+      for prev, a in zip([None, *inner[:-1]], inner, strict=True)
+    ]
+    inner = [
+      f"--import={os.path.abspath(a.split('=', 1)[1])}"
+      if a.startswith("--import=") and a.endswith(".py")
+      else a
+      for a in inner
+    ]
+  data_dir = os.environ.get("FLANJAX_DATA_DIR", "")
+  if config is not None and not read_run_config(config).data.data_dir and data_dir:
+    inner.append(f"--config.data_dir={os.path.abspath(data_dir)}")
+  return inner
+
+
+def launch(args, argv: list[str], config=None) -> int:
+  """Runs the command through a non-local launcher."""
+  inner = remote_args(args, argv, config)
   if args.launcher == "multiprocess":
     return launchers.run_multiprocess(inner, args.num_processes)
   if args.launcher == "slurm":
@@ -278,6 +337,8 @@ def launch(args, argv: list[str]) -> int:
       time_limit=args.time,
       partition=args.partition,
       workdir_for_logs=args.workdir or ".",
+      python=args.python,
+      port=args.port,
     )
     if args.dry_run:
       print(script, end="")
@@ -287,7 +348,12 @@ def launch(args, argv: list[str]) -> int:
     return 0
   if args.launcher == "tpu-vm":
     command = launchers.tpu_vm_command(
-      inner, tpu=args.tpu, zone=args.zone, project=args.project, repo_dir=args.repo_dir
+      inner,
+      tpu=args.tpu,
+      zone=args.zone,
+      project=args.project,
+      repo_dir=args.repo_dir,
+      python=args.python,
     )
     if args.dry_run:
       print(" ".join(shlex.quote(c) for c in command))
@@ -302,31 +368,38 @@ def launch(args, argv: list[str]) -> int:
 def main(argv: list[str]) -> int:
   try:
     rest, overrides = split_overrides(list(argv))
-    args = build_parser().parse_args(rest)
-    if args.command not in COMMANDS:
-      close = difflib.get_close_matches(args.command, COMMANDS, n=1)
-      hint = f"; did you mean {close[0]!r}?" if close else ""
-      raise UsageError(f"unknown command {args.command!r}{hint} (commands: {', '.join(COMMANDS)})")
+    args = parse_args(rest)
     if args.launcher not in launchers.LAUNCHERS:
       raise UsageError(
         f"unknown --launcher {args.launcher!r}; choose one of {', '.join(launchers.LAUNCHERS)}"
       )
     if args.command == "demo" and not args.config:
       args.config = DEMO_CONFIG
-    config = None
-    if args.command in ("train", "eval", "export", "demo"):
+    if args.command in ("train", "eval", "export", "demo") and not args.workdir:
+      raise UsageError(f"{args.command} needs --workdir DIR")
+    if args.command == "predict" and not args.config and args.workdir:
+      if overrides:
+        raise UsageError("--config.* overrides need --config (predict)")
+      from flanjax import commands
+
+      return commands.run(args, recorded_run_config(args.workdir))
+    if args.command == "plan" and not args.topology:
+      raise UsageError("plan needs --topology NAME, e.g. --topology v4:2x2x1 (or local)")
+    if args.config:
       config = apply_overrides(load_config(args.config), overrides)
-      if not args.workdir:
-        raise UsageError(f"{args.command} needs --workdir DIR")
+    elif args.command in ("train", "eval", "export", "plan"):
+      raise UsageError("--config is required, e.g. --config configs/demo.py")
     elif overrides:
-      raise UsageError(f"--config.* overrides do not apply to {args.command!r}")
+      raise UsageError(f"--config.* overrides need --config (for {args.command!r})")
+    else:
+      config = base_config_dict()
     if args.launcher != "local":
       if args.command not in ("train", "eval", "export"):
         raise UsageError(f"--launcher {args.launcher} is for train/eval/export")
-      return launch(args, list(argv))
+      return launch(args, list(argv), config)
     from flanjax import commands  # heavy imports (jax, seqio) only when something runs
 
-    return commands.run(args, config)
+    return commands.run(args, read_run_config(config))
   except (UsageError, launchers.LaunchError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

@@ -1,6 +1,9 @@
-"""What each `tools/launch.py` subcommand does, once flags and config are parsed (see cli.py).
+"""What each `tools/launch.py` subcommand does, given its flags and the typed `RunConfig`.
 
-The one place where the config meets the data pipeline, the training loop and the evaluator.
+cli.py parses flags and reads the config file into a `RunConfig` (flanjax/config.py, the only
+config reader); every function here takes that RunConfig and calls the library downward: the
+data context (flanjax/data), the training loop, the evaluator. Nothing here reads a ConfigDict
+or writes environment variables.
 """
 
 from __future__ import annotations
@@ -9,32 +12,17 @@ import os
 import pathlib
 import sys
 import time
-from typing import Any
 
-import ml_collections
-
-from flanjax import cli
-
-
-def _setup_data(config: ml_collections.ConfigDict | None) -> None:
-  """Points the data layer at the data dir and vocabulary, then registers every task."""
-  from flanjax.data import sources, vocab
-
-  if config is not None:
-    if config.get("data_dir"):
-      sources.set_data_dir(config.data_dir)
-      os.environ[sources.DATA_DIR_ENV] = config.data_dir
-    vocab_path = config.get("vocab") or ""
-    init_from = config.get("init_from") or ""
-    if not vocab_path and init_from:
-      vocab_path = _pretrained_vocab(init_from)  # a pretrained model brings its own vocabulary
-    if vocab_path:
-      os.environ[vocab.VOCAB_ENV] = vocab_path
-  import mixtures  # noqa: F401 — registers every shipped task and mixture
+from flanjax import workdir as workdir_lib
+from flanjax.config import RunConfig, resolve_data_dir
+from flanjax.errors import UsageError
 
 
-def _pretrained_vocab(init_from: str) -> str:
-  """`spiece.model` of an HF directory, or fetched from the hub for a hub name."""
+# ---------------------------------------------------------------------- data context
+def pretrained_vocab(init_from: str) -> str:
+  """`spiece.model` of an HF directory, or fetched from the hub for a hub name ("" if none)."""
+  if not init_from:
+    return ""
   if os.path.isdir(init_from):
     path = os.path.join(init_from, "spiece.model")
     return path if os.path.isfile(path) else ""
@@ -43,228 +31,400 @@ def _pretrained_vocab(init_from: str) -> str:
 
     return hf_hub_download(init_from, "spiece.model")
   except Exception as e:  # noqa: BLE001 — offline, unknown repo, ...
-    raise cli.UsageError(
+    raise UsageError(
       f"config.init_from={init_from!r}: could not fetch its spiece.model from the Hugging Face "
       f"hub ({type(e).__name__}); download the model and pass its directory as "
       "--config.init_from (or set --config.vocab)"
     ) from e
 
 
-def _vocabulary_of(name: str):
-  from flanjax.eval import evaluate
+def import_user_modules(names: list[str] | None) -> None:
+  """Imports `--import` modules (a module name, found from the current directory too, or a path
+  to a .py file) so that the tasks and mixtures they register exist; errors name the module."""
+  import importlib
+  import importlib.util
 
-  return evaluate.seqio_vocabulary(name)
+  for name in names or ():
+    try:
+      if name.endswith(".py") or os.sep in name:
+        if not os.path.isfile(name):
+          raise FileNotFoundError(f"no such file {name}")
+        module_name = f"flanjax_user_{pathlib.Path(name).stem}"
+        if module_name in sys.modules:
+          continue
+        spec = importlib.util.spec_from_file_location(module_name, name)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module
+        spec.loader.exec_module(module)
+      else:
+        if os.getcwd() not in sys.path:
+          sys.path.insert(0, os.getcwd())
+        importlib.import_module(name)
+    except (ImportError, FileNotFoundError, SyntaxError) as error:
+      raise UsageError(f"--import {name}: {type(error).__name__}: {error}") from None
 
 
-def _check_vocab_fits(config: ml_collections.ConfigDict, mixture: str) -> None:
-  size = _vocabulary_of(mixture).vocab_size
-  if size > config.model.vocab_size:
-    raise cli.UsageError(
-      f"mixture {mixture!r} uses a vocabulary of {size} ids but config.model.vocab_size="
-      f"{config.model.vocab_size}; raise --config.model.vocab_size (T5 pads to a multiple of "
-      "128)"
-    )
+def data_context(rc: RunConfig, *, model_dir: str | None = None, imports=None):
+  """The run's DataContext: data dir (config, else env), and the vocabulary.
 
+  The vocabulary is `config.vocab`, else the SentencePiece of the model evaluated (`model_dir`,
+  an `--hf_model` directory) or started from (`config.init_from`), else bytes.
+  """
+  import mixtures  # noqa: F401 — registers every shipped task and mixture (reads no file)
+  from flanjax.data.context import DataContext
 
-def _eval_kwargs(config: ml_collections.ConfigDict) -> dict[str, Any]:
-  e = config.eval
-  return dict(
-    split=e.split,
-    selection_split=e.selection_split,
-    max_examples=e.max_examples or None,
-    batch_size=e.batch_size,
-    num_beams=e.num_beams,
-    length_normalize=e.length_normalize,
-    lengths=(config.lengths.inputs, config.lengths.targets),
-    train_mixture=config.mixture,
+  import_user_modules(imports)
+
+  vocab = rc.data.vocab or pretrained_vocab(model_dir or rc.init_from)
+  return DataContext(
+    data_dir=resolve_data_dir(rc) or None, vocab=vocab or None, toy_vocab=rc.data.toy_vocab
   )
 
 
-def _eval_names(config: ml_collections.ConfigDict) -> list[str]:
-  names = config.eval_mixtures
-  return [names] if isinstance(names, str) else list(names)
+def _warn_tasks_without_train_split(ctx, rc: RunConfig) -> None:
+  for name in ctx.task_names(rc.data.mixture):
+    if "train" not in ctx.get(name).splits:
+      print(
+        f"warning: task {name} has no train split: it contributes no rows to mixture "
+        f"{rc.data.mixture}",
+        flush=True,
+      )
 
 
-def train(args, config: ml_collections.ConfigDict) -> int:
+def _report_truncation(batch_iter, rc: RunConfig) -> None:
+  """One line per task whose examples exceed lengths.* (cut there, EOS kept)."""
+  for name, counts in batch_iter.truncation().items():
+    print(
+      f"truncation: {name}: {counts['inputs']} of {counts['examples']} inputs longer than "
+      f"lengths.inputs={rc.data.input_length}, {counts['targets']} targets longer than "
+      f"lengths.targets={rc.data.target_length} (cut, EOS kept)",
+      flush=True,
+    )
+
+
+def _check_vocab_fits(ctx, rc: RunConfig) -> None:
+  size = ctx.vocabulary_of(rc.data.mixture).vocab_size
+  if size > rc.model.vocab_size:
+    raise UsageError(
+      f"mixture {rc.data.mixture!r} uses a vocabulary of {size} ids but config.model.vocab_size="
+      f"{rc.model.vocab_size}; raise --config.model.vocab_size (T5 pads to a multiple of 128)"
+    )
+
+
+def _heldout_categories(ctx, rc: RunConfig, eval_tasks) -> list[str]:
+  from flanjax.eval import scoring
+  from flanjax.eval.tasks import categories_of
+
+  return scoring.heldout_categories(
+    categories_of(ctx, rc.data.mixture), [t.category for t in eval_tasks]
+  )
+
+
+def _eval_tasks(ctx, rc: RunConfig):
+  from flanjax.eval.tasks import registry_eval_tasks
+
+  try:
+    return registry_eval_tasks(ctx, rc.data.eval_mixtures)
+  except ValueError as error:
+    raise UsageError(f"config.eval_mixtures: {error}") from None
+
+
+# ---------------------------------------------------------------------- train
+def train(args, rc: RunConfig) -> int:
+  import jax
+
   from flanjax.data import pipeline
   from flanjax.eval import evaluate
   from flanjax.train import distributed, loop
-  from flanjax.train.config import TrainConfig
 
   process_index, process_count = distributed.initialize_from_env()
-  train_config = TrainConfig.from_config(config)  # validates before any data or compile work
-  _setup_data(config)
-  _check_vocab_fits(config, config.mixture)  # an unknown mixture fails here, before the workdir
+  rc.validate(jax.device_count(), process_count)  # every check before the workdir is recorded
+  ctx = data_context(rc, imports=args.imports)
+  _check_vocab_fits(ctx, rc)  # an unknown mixture fails here, before the workdir
   if process_index == 0:
-    cli.prepare_workdir(args.workdir, config, overwrite=args.overwrite)
-  batch_iter = pipeline.make_batch_iterator(
-    config.mixture,
-    "train",
-    lengths={"inputs": config.lengths.inputs, "targets": config.lengths.targets},
-    batch_size=config.train.batch_size // process_count,
-    seed=config.seed,
-    pack=config.train.pack,
-    shard_index=process_index,
-    num_shards=process_count,
-  )
+    _warn_tasks_without_train_split(ctx, rc)
   eval_fn = None
-  if config.train.eval_every:
+  if rc.train.eval_every:
+    eval_tasks = _eval_tasks(ctx, rc)  # a typo in eval_mixtures fails now, not at the first eval
     eval_fn = evaluate.make_eval_fn(
-      train_config.model, _eval_names(config), args.workdir, **_eval_kwargs(config)
+      rc.model,
+      eval_tasks,
+      args.workdir,
+      rc.eval_config,
+      heldout_categories=_heldout_categories(ctx, rc, eval_tasks),
+      label=",".join(rc.data.eval_mixtures),
     )
-  result = loop.train(config, args.workdir, batch_iter, eval_fn=eval_fn)
+  lock = workdir_lib.WorkdirLock(args.workdir)
   if process_index == 0:
-    loss = result.get("loss")
-    done = f"loss {loss:.4f}" if loss is not None else "the checkpoint was already there"
-    print(f"trained to step {result.get('step')}; {done}; workdir {args.workdir}")
-  return 0
+    lock.acquire()  # a second run on this workdir is refused here, naming the holder
+  try:
+    if process_index == 0:
+      workdir_lib.prepare_workdir(args.workdir, rc, overwrite=args.overwrite)
+      print(f"loading data: mixture {rc.data.mixture} (rendering and tokenising)", flush=True)
+    batch_iter = pipeline.make_batch_iterator(
+      ctx,
+      rc.data.mixture,
+      "train",
+      lengths={"inputs": rc.data.input_length, "targets": rc.data.target_length},
+      batch_size=rc.train.batch_size // process_count,
+      seed=rc.seed,
+      pack=rc.data.pack,
+      shard_index=process_index,
+      num_shards=process_count,
+    )
+    if process_index == 0:
+      _report_truncation(batch_iter, rc)
+    result = loop.train(rc, args.workdir, batch_iter, eval_fn=eval_fn)
+    if process_index == 0:
+      if result.get("preempted"):
+        print(
+          f"stopped by {result.get('signal') or 'a preemption'} at step {result.get('step')}; "
+          f"checkpoint saved in {args.workdir}/checkpoints; run the same command to resume"
+        )
+      else:
+        loss = result.get("loss")
+        done = f"loss {loss:.4f}" if loss is not None else "the checkpoint was already there"
+        print(f"trained to step {result.get('step')}; {done}; workdir {args.workdir}")
+  finally:
+    lock.release()
+  return 130 if result.get("signal") == "SIGINT" else 0
 
 
-def restore_model(config: ml_collections.ConfigDict, workdir: str, step: int | None):
-  """(T5Model, step) from `workdir/checkpoints`; a missing step lists the ones that exist."""
-  import jax
-  import numpy as np
+# ---------------------------------------------------------------------- eval / export
+def load_model(rc: RunConfig, workdir: str, step: int | None):
+  """(T5Model, step) from `workdir/checkpoints` through the one restore path."""
+  from flanjax.model import hf
+  from flanjax.train.state import restore_params
 
-  from flanjax import partitioning
-  from flanjax.model import hf, t5
-  from flanjax.train.checkpoint import Checkpointer
-  from flanjax.train.config import TrainConfig
-  from flanjax.train.optim import make_optimizer
-  from flanjax.train.state import abstract_train_state, abstract_with_shardings
-
-  tc = TrainConfig.from_config(config)
-  directory = pathlib.Path(workdir) / "checkpoints"
-  if not directory.is_dir():
-    raise cli.UsageError(f"{directory} does not exist: train first, or pass --hf_model DIR")
-  checkpointer = Checkpointer(directory, keep=max(tc.keep_checkpoints, 1), async_save=False)
-  steps = checkpointer.all_steps()
-  if not steps:
-    raise cli.UsageError(f"{directory} holds no finished checkpoint")
-  step = steps[-1] if step is None else step
-  if step not in steps:
-    raise cli.UsageError(f"--checkpoint {step} does not exist in {directory}; steps: {steps}")
-  tc.validate(jax.device_count(), jax.process_count())
-  mesh = partitioning.make_mesh(tc.mesh)
-  abstract, shardings = abstract_train_state(
-    init_fn=lambda rng: t5.init_params(tc.model, rng),
-    logical_specs=t5.param_logical_axes(tc.model),
-    optimizer=make_optimizer(tc.optimizer, tc.steps),
-    mesh=mesh,
-  )
-  with jax.set_mesh(mesh):
-    state = checkpointer.restore_state(step, abstract_with_shardings(abstract, shardings))
-  params = jax.tree.map(np.asarray, jax.device_get(state.params))
-  checkpointer.close()
-  return hf.T5Model(tc.model, params), step
+  _check_recorded_config(workdir, rc)
+  try:
+    params, step = restore_params(workdir, step, rc)
+  except (FileNotFoundError, ValueError) as error:
+    raise UsageError(str(error)) from None
+  return hf.T5Model(rc.model, params), step
 
 
-def evaluate_command(args, config: ml_collections.ConfigDict) -> int:
+def _check_recorded_config(workdir: str, rc: RunConfig) -> None:
+  """eval/export/predict on a workdir: the model, vocabulary and training mixture must be the
+  ones it was trained with (training-only keys such as the batch size may differ)."""
+  changes = workdir_lib.config_changes(workdir, rc, only=workdir_lib.CHECKPOINT_KEYS)
+  if changes:
+    raise UsageError(
+      f"workdir {workdir} was trained with a different config "
+      f"({workdir_lib.describe_changes(changes)}); pass the config it was trained with"
+    )
+
+
+def evaluate_command(args, rc: RunConfig) -> int:
   from flanjax.eval import evaluate, report
   from flanjax.model import hf
 
-  if args.hf_model:
-    # The model's own vocabulary: the tasks must be tokenised with it (set before registering).
-    config.vocab = config.vocab or _pretrained_vocab(args.hf_model)
-  _setup_data(config)
+  ctx = data_context(rc, model_dir=args.hf_model, imports=args.imports)
+  eval_tasks = _eval_tasks(ctx, rc)
+  print(f"evaluating {len(eval_tasks)} task(s) of {', '.join(rc.data.eval_mixtures)}", flush=True)
   if args.hf_model:
     model = hf.load_pretrained(args.hf_model)
     step = None
     out_dir = pathlib.Path(args.workdir) / "eval" / f"hf_{pathlib.Path(args.hf_model).name}"
   else:
-    model, step = restore_model(config, args.workdir, args.checkpoint)
+    model, step = load_model(rc, args.workdir, args.checkpoint)
     out_dir = pathlib.Path(args.workdir) / "eval" / f"step_{step}"
   results = evaluate.evaluate(
-    model, _eval_names(config), out_dir=out_dir, step=step, **_eval_kwargs(config)
+    model,
+    eval_tasks,
+    rc.eval_config,
+    out_dir=out_dir,
+    step=step,
+    heldout_categories=_heldout_categories(ctx, rc, eval_tasks),
+    label=",".join(rc.data.eval_mixtures),
+    progress=True,
   )
   print(report.render_markdown(results))
   print(f"report: {out_dir}/report.md (also report.json, report.png)")
   return 0
 
 
-def export(args, config: ml_collections.ConfigDict) -> int:
-  from flanjax.data import vocab
+def export(args, rc: RunConfig) -> int:
+  """Writes the checkpoint as an HF directory: config.json, model.safetensors and the tokenizer
+  of the vocabulary the run was trained with (so transformers' tokenizer + model reproduce
+  flanjax's predictions)."""
+  from flanjax.data.hf_tokenizer import write_hf_tokenizer
   from flanjax.model import hf
 
   if not args.out:
-    raise cli.UsageError("export needs --out DIR (the HF directory to write)")
-  model, step = restore_model(config, args.workdir, args.checkpoint)
-  vocab_source = None
-  vocab_path = config.get("vocab") or config.get("init_from") or ""
-  if vocab_path:
-    resolved = vocab.resolve_vocab_path(vocab_path)
-    vocab_source = os.path.dirname(resolved) if resolved else None
-  hf.save_pretrained(model, args.out, tokenizer_dir=vocab_source)
-  if vocab_path and os.path.isfile(vocab_path):  # a bare .model file: ship it as spiece.model
-    import shutil
-
-    shutil.copy(vocab_path, os.path.join(args.out, "spiece.model"))
-  print(f"exported step {step} to {args.out}")
+    raise UsageError("export needs --out DIR (the HF directory to write)")
+  _check_export_dir(pathlib.Path(args.out), pathlib.Path(args.workdir), args.overwrite)
+  model, step = load_model(rc, args.workdir, args.checkpoint)
+  out = pathlib.Path(args.out)
+  if out.is_dir() and any(out.iterdir()):
+    print(f"moved the previous export to {workdir_lib.move_aside(out)}")
+  vocabulary = data_context(rc, imports=args.imports).vocabulary_of(rc.data.mixture)
+  hf.save_pretrained(model, args.out)
+  tokenizer = write_hf_tokenizer(vocabulary, args.out)
+  print(f"exported step {step} to {args.out} (tokenizer: {tokenizer})")
   return 0
 
 
-def tasks(args, config) -> int:
-  from flanjax.data import cli as data_cli
+MANAGED = ("checkpoints", "eval", "tensorboard", "metrics.jsonl", workdir_lib.CONFIG_FILE)
 
-  _setup_data(config)
-  data_cli.list_tasks(out=sys.stdout)
+
+def _check_export_dir(out: pathlib.Path, workdir: pathlib.Path, overwrite: bool) -> None:
+  """--out must not be the workdir, a run's managed files, or a non-empty dir (unless
+  --overwrite, which moves the old contents aside)."""
+  out_abs, work_abs = out.resolve(), workdir.resolve()
+  managed = [work_abs / name for name in MANAGED]
+  if out_abs == work_abs or any(out_abs == m or m in out_abs.parents for m in managed):
+    raise UsageError(
+      f"--out {out} is the workdir or inside its managed files ({', '.join(MANAGED)}); "
+      f"export elsewhere, e.g. --out {workdir}/hf_export"
+    )
+  if (out / workdir_lib.CONFIG_FILE).exists() and (out / "checkpoints").is_dir():
+    raise UsageError(f"--out {out} is a flanjax workdir (it has checkpoints/): export elsewhere")
+  if out.is_dir() and any(out.iterdir()) and not overwrite:
+    raise UsageError(
+      f"--out {out} is not empty; pass --overwrite (its contents are moved aside, never "
+      "deleted) or choose another directory"
+    )
+
+
+def predict_command(args, rc: RunConfig) -> int:
+  """Predictions for a file of prompts, from a checkpoint (`--workdir`) or an HF directory."""
+  from flanjax import predict
+  from flanjax.model import hf
+
+  if bool(args.hf_model) == bool(args.workdir):
+    raise UsageError("predict needs exactly one of --workdir DIR or --hf_model DIR")
+  if not (args.input and args.output):
+    raise UsageError("predict needs --input prompts.{jsonl,txt} --output preds.jsonl")
+  try:
+    rows = predict.read_prompts(args.input)  # a bad line fails here, before any model work
+  except (FileNotFoundError, ValueError) as error:
+    raise UsageError(str(error)) from None
+  output = pathlib.Path(args.output)
+  if output.exists() and output.stat().st_size and not args.overwrite:
+    raise UsageError(f"--output {output} exists; pass --overwrite (it is moved aside) or another")
+  if output.exists() and output.stat().st_size:
+    print(f"moved the previous predictions to {workdir_lib.move_aside(output)}")
+  if args.hf_model:
+    model = hf.load_pretrained(args.hf_model)
+    vocabulary = data_context(rc, model_dir=args.hf_model, imports=args.imports).vocabulary()
+    source = args.hf_model
+  else:
+    model, step = load_model(rc, args.workdir, args.checkpoint)
+    vocabulary = data_context(rc, imports=args.imports).vocabulary_of(rc.data.mixture)
+    source = f"{args.workdir} step {step}"
+  eval_config = rc.eval_config
+  options = predict.PredictOptions(
+    batch_size=eval_config.batch_size,
+    max_input_length=eval_config.input_length,
+    max_new_tokens=args.max_new_tokens or eval_config.target_length,
+    num_beams=args.num_beams or eval_config.num_beams,
+    temperature=args.temperature,
+    top_k=args.top_k,
+    seed=rc.seed,
+  )
+  truncated = predict.predict_rows(model, vocabulary, rows, output, options)
+  note = f"; {truncated} prompt(s) cut to {options.max_input_length} tokens" if truncated else ""
+  print(f"wrote {len(rows)} predictions of {source} to {output}{note}")
   return 0
 
 
-def show(args, config) -> int:
-  from flanjax.data import cli as data_cli
+def plan_command(args, rc: RunConfig) -> int:
+  """Compiles the run's train / score / decode steps for a topology; exit 0 only if all fit."""
+  from flanjax import plan
+
+  return plan.plan_command(rc, args.topology, as_json=args.as_json)
+
+
+# ---------------------------------------------------------------------- data inspection
+def tasks(args, rc: RunConfig) -> int:
+  from flanjax.data import inspect
+
+  inspect.list_tasks(data_context(rc, imports=args.imports), out=sys.stdout)
+  return 0
+
+
+def show(args, rc: RunConfig) -> int:
+  from flanjax.data import inspect
 
   if not args.task:
-    raise cli.UsageError("show needs --task NAME (see `tools/launch.py tasks`)")
-  _setup_data(config)
-  data_cli.show_task(args.task, n=args.num_examples, split=args.split, out=sys.stdout)
+    raise UsageError("show needs --task NAME (see `tools/launch.py tasks`)")
+  inspect.show_task(
+    data_context(rc, imports=args.imports), args.task, n=args.num_examples, split=args.split
+  )
   return 0
 
 
-def vocab_command(args, config) -> int:
-  from flanjax.data import cli as data_cli
+def vocab_command(args, rc: RunConfig) -> int:
+  from flanjax.data import inspect
 
   if not (args.mixture and args.out):
-    raise cli.UsageError("vocab needs --mixture NAME --size N --out PATH")
-  _setup_data(config)
-  path = data_cli.train_vocab(args.mixture, args.size, args.out)
+    raise UsageError("vocab needs --mixture NAME --size N --out PATH")
+  path = inspect.train_vocab(
+    data_context(rc, imports=args.imports), args.mixture, args.size, args.out
+  )
   print(f"wrote {path}")
   return 0
 
 
-def demo(args, config: ml_collections.ConfigDict) -> int:
+# ---------------------------------------------------------------------- demo
+def demo(args, rc: RunConfig) -> int:
   """`make demo`: train the demo config (resuming if it already ran), evaluate, print the table."""
   start = time.time()
-  args.overwrite = args.overwrite or _demo_workdir_is_stale(args.workdir, config)
-  train(args, config)
+  # A demo workdir from an older demo config is replaced (moved aside) instead of refused.
+  args.overwrite = args.overwrite or bool(workdir_lib.config_differences(args.workdir, rc))
+  code = train(args, rc)
+  if code:
+    return code  # interrupted: the checkpoint is saved; `make demo` again resumes
   args.checkpoint = None
   args.hf_model = None
-  evaluate_command(args, config)
+  evaluate_command(args, rc)
   print(f"demo finished in {time.time() - start:.0f} s")
   return 0
 
 
-def _demo_workdir_is_stale(workdir: str, config) -> bool:
-  """A demo workdir from an older demo config is replaced (moved aside) instead of refused."""
-  return bool(cli.config_differences(workdir, config))
+HANDLERS = {
+  "train": train,
+  "eval": evaluate_command,
+  "export": export,
+  "predict": predict_command,
+  "plan": plan_command,
+  "tasks": tasks,
+  "show": show,
+  "vocab": vocab_command,
+  "demo": demo,
+}
 
 
-def run(args, config) -> int:
-  handlers = {
-    "train": train,
-    "eval": evaluate_command,
-    "export": export,
-    "tasks": tasks,
-    "show": show,
-    "vocab": vocab_command,
-    "demo": demo,
-  }
+def _run_errors() -> tuple[type[BaseException], ...]:
+  """Errors that end a run with their message alone (exit 1): the message is the whole story."""
+  from flanjax.train import checkpoint, loop, state
+
+  return (
+    loop.NonFiniteLossError,
+    checkpoint.CorruptCheckpointError,
+    checkpoint.CheckpointDirectoryError,
+    state.CheckpointMismatchError,
+  )
+
+
+def run(args, rc: RunConfig) -> int:
   try:
-    return handlers[args.command](args, config)
-  except cli.UsageError:
+    return HANDLERS[args.command](args, rc)
+  except UsageError:
     raise
-  except (ValueError, KeyError, FileNotFoundError) as e:
+  except KeyboardInterrupt as e:
+    print(f"interrupted{': ' + str(e) if str(e) else ''}", file=sys.stderr)
+    return 130
+  except _run_errors() as e:
     if os.environ.get("FLANJAX_DEBUG"):
       raise
     print(f"error: {e}", file=sys.stderr)
+    return 1
+  except (ValueError, KeyError, FileNotFoundError) as e:
+    if os.environ.get("FLANJAX_DEBUG"):
+      raise
+    message = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+    print(f"error: {message}", file=sys.stderr)
     print("(set FLANJAX_DEBUG=1 for the full traceback)", file=sys.stderr)
     return 2

@@ -22,9 +22,8 @@ import sys
 import time
 from collections.abc import Sequence
 
-COORDINATOR_ENV = "FLANJAX_COORDINATOR"
-NUM_PROCESSES_ENV = "FLANJAX_NUM_PROCESSES"
-PROCESS_ID_ENV = "FLANJAX_PROCESS_ID"
+from flanjax.train.env import COORDINATOR_ENV, NUM_PROCESSES_ENV, PROCESS_ID_ENV
+
 LAUNCHERS = ("local", "multiprocess", "slurm", "tpu-vm")
 SLURM_PORT = 12355
 
@@ -68,6 +67,7 @@ def run_multiprocess(
       }
     )
     procs.append(subprocess.Popen(local_command(args), env=proc_env))
+  ids = {proc.pid: index for index, proc in enumerate(procs)}
   deadline = None if timeout is None else time.monotonic() + timeout
   code = 0
   try:
@@ -79,6 +79,13 @@ def run_multiprocess(
         procs.remove(proc)
         if rc != 0 and code == 0:
           code = rc
+          print(
+            f"multiprocess: process {ids[proc.pid]} of {num_processes} exited with code {rc}"
+            f"{_signal_name(rc)}; stopping the other {len(procs)} (their errors about lost "
+            "connections follow from it)",
+            file=sys.stderr,
+            flush=True,
+          )
           for other in procs:  # one failed: the collective would hang the others
             other.send_signal(signal.SIGTERM)
       if deadline is not None and time.monotonic() > deadline:
@@ -88,6 +95,16 @@ def run_multiprocess(
     for proc in procs:
       proc.kill()
   return code
+
+
+def _signal_name(returncode: int) -> str:
+  """ " (killed by SIGKILL)" for a negative return code, "" otherwise."""
+  if returncode < 0:
+    try:
+      return f" (killed by {signal.Signals(-returncode).name})"
+    except ValueError:
+      return ""
+  return ""
 
 
 def slurm_script(
@@ -100,33 +117,40 @@ def slurm_script(
   partition: str | None = None,
   workdir_for_logs: str = ".",
   repo_dir: str | None = None,
-  python: str = "python",
+  python: str | None = None,
+  port: int = SLURM_PORT,
 ) -> str:
-  """An sbatch script: one task per GPU, coordinator = first node of the allocation."""
+  """An sbatch script: one task per GPU, coordinator = first node of the allocation.
+
+  Every argument is quoted for each shell layer it crosses (sbatch's bash, then srun's
+  `bash -c`), so paths with spaces or quotes arrive intact; `python` defaults to the interpreter
+  running this launcher (the same venv on a shared file system).
+  """
   repo_dir = repo_dir or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  command = " ".join(
-    shlex.quote(a) for a in [python, "tools/launch.py", *args, "--launcher", "local"]
+  command = shlex.join([python or sys.executable, "tools/launch.py", *args, "--launcher", "local"])
+  per_task = (
+    f"export {PROCESS_ID_ENV}=$SLURM_PROCID; export CUDA_VISIBLE_DEVICES=$SLURM_LOCALID; "
+    f"exec {command}"
   )
   lines = [
     "#!/bin/bash",
-    f"#SBATCH --job-name={job_name}",
-    f"#SBATCH --nodes={nodes}",
-    f"#SBATCH --ntasks-per-node={gpus_per_node}",
-    f"#SBATCH --gpus-per-node={gpus_per_node}",
-    f"#SBATCH --time={time_limit}",
-    f"#SBATCH --output={workdir_for_logs}/slurm-%j.out",
+    f"#SBATCH --job-name={shlex.quote(job_name)}",
+    f"#SBATCH --nodes={int(nodes)}",
+    f"#SBATCH --ntasks-per-node={int(gpus_per_node)}",
+    f"#SBATCH --gpus-per-node={int(gpus_per_node)}",
+    f"#SBATCH --time={shlex.quote(time_limit)}",
+    f"#SBATCH --output={shlex.quote(os.path.join(workdir_for_logs, 'slurm-%j.out'))}",
   ]
   if partition:
-    lines.append(f"#SBATCH --partition={partition}")
+    lines.append(f"#SBATCH --partition={shlex.quote(partition)}")
   lines += [
     "set -euo pipefail",
     f"cd {shlex.quote(repo_dir)}",
     "# jax.distributed: process 0 on the first node coordinates; each task is one process/GPU.",
     'COORDINATOR_HOST=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)',
-    f'export {COORDINATOR_ENV}="$COORDINATOR_HOST:{SLURM_PORT}"',
+    f'export {COORDINATOR_ENV}="$COORDINATOR_HOST:{int(port)}"',
     f'export {NUM_PROCESSES_ENV}="$SLURM_NTASKS"',
-    f"srun --kill-on-bad-exit=1 bash -c 'export {PROCESS_ID_ENV}=$SLURM_PROCID; "
-    f"export CUDA_VISIBLE_DEVICES=$SLURM_LOCALID; exec {command}'",
+    f"srun --kill-on-bad-exit=1 bash -c {shlex.quote(per_task)}",
   ]
   return "\n".join(lines) + "\n"
 
@@ -150,18 +174,21 @@ def tpu_vm_command(
   zone: str,
   project: str | None = None,
   repo_dir: str = "~/flanjax",
-  python: str = "python3",
+  python: str | None = None,
 ) -> list[str]:
-  """The gcloud command running the same launch on every host of a TPU VM slice."""
+  """The gcloud command running the same launch on every host of a TPU VM slice.
+
+  The remote command line is quoted for the remote shell (a leading `~/` of `repo_dir` is kept
+  unquoted so that it expands there); `python` is the hosts' interpreter (default `python3`).
+  """
   if not tpu or not zone:
     raise LaunchError("the tpu-vm launcher needs --tpu NAME and --zone ZONE")
-  remote = " ".join(
-    shlex.quote(a) for a in [python, "tools/launch.py", *args, "--launcher", "local"]
-  )
+  remote = shlex.join([python or "python3", "tools/launch.py", *args, "--launcher", "local"])
+  where = "~/" + shlex.quote(repo_dir[2:]) if repo_dir.startswith("~/") else shlex.quote(repo_dir)
   command = ["gcloud", "compute", "tpus", "tpu-vm", "ssh", tpu, f"--zone={zone}"]
   if project:
     command.append(f"--project={project}")
-  command += ["--worker=all", f"--command=cd {repo_dir} && {remote}"]
+  command += ["--worker=all", f"--command=cd {where} && {remote}"]
   return command
 
 

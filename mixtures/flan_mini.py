@@ -1,9 +1,10 @@
 """flan_mini: one FLAN task per real dataset in the data dir, and its held-out mixtures.
 
-Tasks are data: `TASKS` is a table (dataset -> category, metrics, preprocess, options, templates)
-and one loop registers them. Datasets come from `<data_dir>/<name>/` (env `FLANJAX_DATA_DIR`), or
-from the hub when the data dir is `hf:`. Registration never needs the files: when the data dir is
-missing, using a task raises an error naming the expected path and `FLANJAX_DATA_DIR`.
+Tasks are data: `TASKS` is a table of `TaskSpec` rows (name, templates, category, metrics,
+preprocess, options) and one loop registers them. Datasets come from `<data_dir>/<name>/` (the
+context's data dir: config.data_dir, else env `FLANJAX_DATA_DIR`), or from the hub when the data
+dir is `hf:`. Registration reads no file: when the data dir is missing, using a task raises an
+error naming the expected path and `FLANJAX_DATA_DIR`.
 
 Command: `FLANJAX_DATA_DIR=../shared/data python tools/launch.py show --task sst2 -n 3`.
 """
@@ -13,7 +14,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from flanjax.data import sources, tasks
+from flanjax.data import registry, sources
+from flanjax.data.tasks import TaskSpec
 from flanjax.data.templates import inverted
 
 YES_NO = ["yes", "no"]
@@ -87,9 +89,19 @@ def _openbookqa(ex: dict[str, Any]) -> dict[str, Any]:
 def _commongen(ex: dict[str, Any]) -> dict[str, Any]:
   """ "field_N#look_V#stand_V" -> concepts "field, look, stand"; target the first scene."""
   if "concepts" in ex:  # Hub layout (allenai/common_gen): concepts list, one target per row.
-    return {**ex, "concept_list": ", ".join(ex["concepts"]), "scene_text": ex["target"]}
+    return {
+      **ex,
+      "concept_list": ", ".join(ex["concepts"]),
+      "scene_text": ex["target"],
+      "scenes": [ex["target"]],
+    }
   concepts = [c.rsplit("_", 1)[0] for c in ex["concept_set"].split("#")]
-  return {**ex, "concept_list": ", ".join(concepts), "scene_text": ex["scene"][0]}
+  return {
+    **ex,
+    "concept_list": ", ".join(concepts),
+    "scene_text": ex["scene"][0],
+    "scenes": list(ex["scene"]),  # every reference scene: FLAN scores against all of them
+  }
 
 
 def _webnlg(ex: dict[str, Any]) -> dict[str, Any]:
@@ -99,15 +111,17 @@ def _webnlg(ex: dict[str, Any]) -> dict[str, Any]:
     for t in ex["modifiedtripleset"]
   ]
   texts = [lex["text"] for lex in ex["lex"] if lex.get("text")]
-  return {**ex, "triples": "; ".join(triples), "text": texts[0] if texts else ""}
+  return {**ex, "triples": "; ".join(triples), "text": texts[0] if texts else "", "texts": texts}
 
 
 def _dialogsum(ex: dict[str, Any]) -> dict[str, Any]:
   """The test split has summary1..3 / topic1..3: the first becomes `summary` / `topic`."""
+  summaries = [ex[k] for k in ("summary", "summary1", "summary2", "summary3") if ex.get(k)]
   return {
     **ex,
     "summary": ex.get("summary", ex.get("summary1")),
     "topic": ex.get("topic", ex.get("topic1")),
+    "summaries": summaries,  # the test split's three references
   }
 
 
@@ -139,22 +153,29 @@ NLI_TEMPLATES = [
   ("Text: {premise}\n\nClaim: {hypothesis}\n\nIs the claim supported by the text?", "{answer}"),
 ]
 
-# dataset: (category, metrics, preprocess, options, templates, hub source)
-TASKS: dict[str, tuple] = {
-  "dialogsum": (
-    "summarization",
-    ("rouge",),
-    _dialogsum,
-    None,
-    SAMSUM_STYLE,
-    sources.HFSource("knkarthick/dialogsum"),
+
+def _task(name: str, hub: sources.HFSource | None, **fields: Any) -> TaskSpec:
+  """A flan_mini row: `<data_dir>/<name>`, or `hub` when the data dir is `hf:`."""
+  return TaskSpec(name, sources.LocalOrHubSource(name, hub), **fields)
+
+
+# One row per dataset (TaskSpec fields; the source is `<data_dir>/<name>` or its hub twin).
+TASKS: tuple[TaskSpec, ...] = (
+  _task(
+    "dialogsum",
+    hub=sources.HFSource("knkarthick/dialogsum"),
+    templates=SAMSUM_STYLE,
+    category="summarization",
+    metrics=("rouge",),
+    references="summaries",
+    preprocess=_dialogsum,
   ),
-  "sst2": (
-    "sentiment",
-    ("accuracy",),
-    _sst2,
-    ["negative", "positive"],
-    [
+  _task(
+    "sst2",
+    hub=sources.HFSource(
+      "nyu-mll/glue", "sst2", split_map={"train": "train", "validation": "validation"}
+    ),
+    templates=[
       ("Review:\n{sentence}\nIs this movie review sentence negative or positive?", "{label_text}"),
       ("{sentence}\n\nHow would the sentiment of this sentence be described?", "{label_text}"),
       (
@@ -167,39 +188,47 @@ TASKS: dict[str, tuple] = {
       ('"{sentence}"\nHow would you describe the sentiment of this review?', "{label_text}"),
       inverted("Write a {label_text} movie review sentence.", "{sentence}"),
     ],
-    sources.HFSource(
-      "nyu-mll/glue", "sst2", split_map={"train": "train", "validation": "validation"}
-    ),
+    category="sentiment",
+    metrics=("accuracy",),
+    preprocess=_sst2,
+    options=["negative", "positive"],
   ),
-  "rte": (
-    "natural_language_inference",
-    ("accuracy",),
-    _nli_label(["entailment", "not_entailment"], {"entailment": "yes", "not_entailment": "no"}),
-    YES_NO,
-    NLI_TEMPLATES,
-    sources.HFSource(
+  _task(
+    "rte",
+    hub=sources.HFSource(
       "aps/super_glue", "rte", split_map={"train": "train", "validation": "validation"}
     ),
+    templates=NLI_TEMPLATES,
+    category="natural_language_inference",
+    metrics=("accuracy",),
+    preprocess=_nli_label(
+      ["entailment", "not_entailment"], {"entailment": "yes", "not_entailment": "no"}
+    ),
+    options=YES_NO,
   ),
-  "cb": (
-    "natural_language_inference",
-    ("accuracy", "macro_f1"),
-    _nli_label(
+  _task(
+    "cb",
+    hub=sources.HFSource(
+      "aps/super_glue", "cb", split_map={"train": "train", "validation": "validation"}
+    ),
+    templates=NLI_TEMPLATES,
+    category="natural_language_inference",
+    metrics=("accuracy", "macro_f1"),
+    preprocess=_nli_label(
       ["entailment", "contradiction", "neutral"],
       {"entailment": "yes", "contradiction": "no", "neutral": "it's impossible to say"},
     ),
-    ["yes", "it's impossible to say", "no"],
-    NLI_TEMPLATES,
-    sources.HFSource(
-      "aps/super_glue", "cb", split_map={"train": "train", "validation": "validation"}
-    ),
+    options=["yes", "it's impossible to say", "no"],
   ),
-  "mrpc": (
-    "paraphrase",
-    ("accuracy", "macro_f1"),
-    _mrpc,
-    ["no", "yes"],
-    [
+  _task(
+    "mrpc",
+    hub=sources.HFSource(
+      "nyu-mll/glue",
+      "mrpc",
+      split_map={"train": "train", "test": "test"},
+      rename={"sentence1": "#1 String", "sentence2": "#2 String", "label": "Quality"},
+    ),
+    templates=[
       (
         "Here are two sentences:\n{sentence1}\n{sentence2}\nDo they have the same meaning?",
         "{answer}",
@@ -217,19 +246,20 @@ TASKS: dict[str, tuple] = {
         "{answer}",
       ),
     ],
-    sources.HFSource(
-      "nyu-mll/glue",
-      "mrpc",
-      split_map={"train": "train", "test": "test"},
-      rename={"sentence1": "#1 String", "sentence2": "#2 String", "label": "Quality"},
-    ),
+    category="paraphrase",
+    metrics=("accuracy", "glue_f1"),  # FLAN: GLUE's F1 of "yes", invalid predictions wrong
+    preprocess=_mrpc,
+    options=["no", "yes"],
   ),
-  "copa": (
-    "commonsense",
-    ("accuracy",),
-    _copa,
-    None,
-    [
+  _task(
+    "copa",
+    hub=sources.HFSource(
+      "aps/super_glue",
+      "copa",
+      split_map={"train": "train", "validation": "validation"},
+      rename={"premise": "p", "choice1": "a1", "choice2": "a2", "question": "asks-for"},
+    ),
+    templates=[
       ("{p} What was the {asks_for} of this?", "{answer}"),
       ("Premise: {p}\n\nWhat is the more plausible {asks_for}?", "{answer}"),
       ("Complete the sentence: {premise} {connector}", "{answer}"),
@@ -237,33 +267,32 @@ TASKS: dict[str, tuple] = {
       ('Here is a premise: "{p}"\nWhich of the options is its {asks_for}?', "{answer}"),
       inverted("Write a sentence whose {asks_for} could be: {answer}", "{p}"),
     ],
-    sources.HFSource(
-      "aps/super_glue",
-      "copa",
-      split_map={"train": "train", "validation": "validation"},
-      rename={"premise": "p", "choice1": "a1", "choice2": "a2", "question": "asks-for"},
-    ),
+    category="commonsense",
+    metrics=("accuracy",),
+    preprocess=_copa,
+    has_options=True,  # preprocess builds per-example options
   ),
-  "openbookqa": (
-    "reading_comprehension",
-    ("accuracy",),
-    _openbookqa,
-    None,
-    [
+  _task(
+    "openbookqa",
+    hub=sources.HFSource("allenai/openbookqa", "main"),
+    templates=[
       ("{question}", "{answer}"),
       ("Complete the fact: {question}", "{answer}"),
       ("Science question: {question}\nWhat is the right answer?", "{answer}"),
       "{{ question }}...\nWhich of the choices completes this best? ||| {{ answer }}",
       ("Choose your answer. {question}", "{answer}"),
     ],
-    sources.HFSource("allenai/openbookqa", "main"),
+    category="reading_comprehension",
+    metrics=("accuracy",),
+    preprocess=_openbookqa,
+    has_options=True,  # preprocess builds per-example options
   ),
-  "commongen": (
-    "struct_to_text",
-    ("rouge", "bleu"),
-    _commongen,
-    None,
-    [
+  _task(
+    "commongen",
+    hub=sources.HFSource(
+      "allenai/common_gen", split_map={"train": "train", "validation": "validation"}
+    ),
+    templates=[
       (
         "Concepts: {concept_list}\n\nWrite a sentence that includes all these words.",
         "{scene_text}",
@@ -277,30 +306,30 @@ TASKS: dict[str, tuple] = {
       ("Generate a sentence about a scene with: {concept_list}", "{scene_text}"),
       inverted("What are the key concepts of this sentence?\n{scene_text}", "{concept_list}"),
     ],
-    sources.HFSource(
-      "allenai/common_gen", split_map={"train": "train", "validation": "validation"}
-    ),
+    category="struct_to_text",
+    metrics=("rouge", "bleu"),
+    references="scenes",
+    preprocess=_commongen,
   ),
-  "webnlg": (
-    "struct_to_text",
-    ("rouge", "bleu"),
-    _webnlg,
-    None,
-    [
+  _task(
+    "webnlg",
+    hub=None,
+    templates=[
       ("Facts: {triples}\n\nWrite a sentence that states these facts.", "{text}"),
       ("Turn this data into text: {triples}", "{text}"),
       ("Here are some triples: {triples}\nDescribe them in plain English.", "{text}"),
       "Data: {{ triples }}\nWhat sentence describes this data? ||| {{ text }}",
       ("{triples}\n\nGenerate a sentence about this data.", "{text}"),
     ],
-    None,
+    category="struct_to_text",
+    metrics=("rouge", "bleu"),
+    references="texts",
+    preprocess=_webnlg,
   ),
-  "multi30k": (
-    "translation",
-    ("bleu",),
-    None,
-    None,
-    [
+  _task(
+    "multi30k",
+    hub=sources.HFSource("bentrevett/multi30k"),
+    templates=[
       ("Translate to German:\n\n{en}", "{de}"),
       ('How is "{en}" said in German?', "{de}"),
       ("{en}\n\nTranslate this caption into German.", "{de}"),
@@ -308,44 +337,28 @@ TASKS: dict[str, tuple] = {
       ("Translate the following sentence from English to German: {en}", "{de}"),
       inverted("Translate to English:\n\n{de}", "{en}"),
     ],
-    sources.HFSource("bentrevett/multi30k"),
+    category="translation",
+    metrics=("bleu",),
   ),
-  "nq_open": (
-    "closed_book_qa",
-    ("exact_match", "f1"),
-    _nq_open,
-    None,
-    [
+  _task(
+    "nq_open",
+    hub=sources.HFSource(
+      "google-research-datasets/nq_open", split_map={"validation": "validation"}
+    ),
+    templates=[
       ("{question}?", "{answer_text}"),
       ("Answer this question: {question}?", "{answer_text}"),
       ("Q: {question}?\nA:", "{answer_text}"),
       "Please answer this question: {{ question }} ||| {{ answer_text }}",
       ("What is the answer to this question? {question}", "{answer_text}"),
     ],
-    sources.HFSource("google-research-datasets/nq_open", split_map={"validation": "validation"}),
+    category="closed_book_qa",
+    metrics=("trivia_qa",),  # FLAN: TriviaQA-normalised EM / F1 over every answer
+    references="answer",
+    preprocess=_nq_open,
   ),
-}
+)
 
 
-# Tasks whose `preprocess` builds per-example options (known without reading the data).
-PER_EXAMPLE_OPTIONS = ("copa", "openbookqa")
-
-
-def register(data_dir: str | None = None) -> list[str]:
-  """Registers every task of `TASKS` and the flan_mini mixtures; returns the mixture names."""
-  for name, (category, metrics, preprocess, options, templates, hub) in TASKS.items():
-    folder = f"{data_dir}/{name}" if data_dir else name
-    tasks.register_flan_task(
-      name,
-      source=sources.LocalOrHubSource(folder, hub),
-      templates=templates,
-      category=category,
-      metrics=metrics,
-      preprocess=preprocess,
-      options=options,
-      has_options=options is not None or name in PER_EXAMPLE_OPTIONS,
-    )
-  return tasks.register_flan_mixtures("flan_mini", list(TASKS))
-
-
-MIXTURES = register()
+registry.register_flan_tasks(TASKS)
+MIXTURES = registry.register_flan_mixtures("flan_mini", [spec.name for spec in TASKS])

@@ -3,6 +3,7 @@
 import json
 import os
 import pathlib
+import shlex
 import subprocess
 import sys
 
@@ -10,6 +11,8 @@ import ml_collections
 import pytest
 
 from flanjax import cli
+from flanjax.errors import UsageError
+from flanjax.workdir import prepare_workdir
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 LAUNCH = str(REPO / "tools" / "launch.py")
@@ -41,7 +44,7 @@ def test_overrides_are_typed():
 
 def test_unknown_key_suggests_close_matches():
   with pytest.raises(
-    cli.UsageError,
+    UsageError,
     match=r"--config\.trian\.steps.*did you mean "
     r"--config\.train\.steps",
   ):
@@ -49,7 +52,7 @@ def test_unknown_key_suggests_close_matches():
 
 
 def test_badly_typed_value_names_key():
-  with pytest.raises(cli.UsageError, match=r"--config\.train\.steps='many': expected a int"):
+  with pytest.raises(UsageError, match=r"--config\.train\.steps='many': expected a int"):
     cli.apply_overrides(_config(), [("train.steps", "many")])
 
 
@@ -80,19 +83,24 @@ def test_unknown_command_and_launcher_and_missing_workdir():
 
 def test_workdir_from_another_config_is_refused_then_moved_aside(tmp_path):
   workdir = tmp_path / "run"
-  config = _config()
-  cli.prepare_workdir(str(workdir), config, overwrite=False)
+  config = cli.read_run_config(_config())
+  prepare_workdir(str(workdir), config, overwrite=False)
   (workdir / "precious.txt").write_text("checkpoint")
-  cli.prepare_workdir(
-    str(workdir), cli.apply_overrides(_config(), [("train.steps", "5")]), overwrite=False
-  )  # extending a run is the same config
-  other = cli.apply_overrides(_config(), [("model.d_model", "96")])
-  with pytest.raises(cli.UsageError, match=r"different config \(keys \['model\.d_model'\]"):
-    cli.prepare_workdir(str(workdir), other, overwrite=False)
-  cli.prepare_workdir(str(workdir), other, overwrite=True)
+  extended = cli.read_run_config(cli.apply_overrides(_config(), [("train.steps", "5")]))
+  prepare_workdir(str(workdir), extended, overwrite=False)  # extending a run: the same config
+  other = cli.read_run_config(cli.apply_overrides(_config(), [("model.d_model", "96")]))
+  with pytest.raises(UsageError, match=r"different config \(model\.d_model: 128 -> 96\)"):
+    prepare_workdir(str(workdir), other, overwrite=False)
+  prepare_workdir(str(workdir), other, overwrite=True)
   aside = [p for p in tmp_path.iterdir() if p.name.startswith("run.old-")]
   assert len(aside) == 1 and (aside[0] / "precious.txt").read_text() == "checkpoint"
   assert json.loads((workdir / "config.json").read_text())["model"]["d_model"] == 96
+
+
+def _data_dir_args():
+  """The launchers pass env FLANJAX_DATA_DIR on to the remote processes as a config key."""
+  data_dir = os.environ.get("FLANJAX_DATA_DIR")
+  return [f"--config.data_dir={os.path.abspath(data_dir)}"] if data_dir else []
 
 
 def test_slurm_dry_run_prints_the_exact_script():
@@ -111,9 +119,30 @@ def test_slurm_dry_run_prints_the_exact_script():
     "8",
     "--partition",
     "gpu",
+    "--port",
+    "23456",
     "--dry_run",
   )
   assert result.returncode == 0, result.stderr
+  command = shlex.join(
+    [
+      sys.executable,
+      "tools/launch.py",
+      "train",
+      "--config",
+      str(REPO / "configs" / "flan_t5_base.py"),
+      "--workdir",
+      "/runs/base",
+      "--config.train.steps=10",
+      *_data_dir_args(),
+      "--launcher",
+      "local",
+    ]
+  )
+  per_task = (
+    "export FLANJAX_PROCESS_ID=$SLURM_PROCID; export CUDA_VISIBLE_DEVICES=$SLURM_LOCALID; "
+    f"exec {command}"
+  )
   expected = f"""#!/bin/bash
 #SBATCH --job-name=flanjax
 #SBATCH --nodes=2
@@ -126,13 +155,33 @@ set -euo pipefail
 cd {REPO}
 # jax.distributed: process 0 on the first node coordinates; each task is one process/GPU.
 COORDINATOR_HOST=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
-export FLANJAX_COORDINATOR="$COORDINATOR_HOST:12355"
+export FLANJAX_COORDINATOR="$COORDINATOR_HOST:23456"
 export FLANJAX_NUM_PROCESSES="$SLURM_NTASKS"
-srun --kill-on-bad-exit=1 bash -c 'export FLANJAX_PROCESS_ID=$SLURM_PROCID; export \
-CUDA_VISIBLE_DEVICES=$SLURM_LOCALID; exec python tools/launch.py train --config \
-configs/flan_t5_base.py --workdir /runs/base --config.train.steps=10 --launcher local'
-""".replace("\\\n", "")
+srun --kill-on-bad-exit=1 bash -c {shlex.quote(per_task)}
+"""
   assert result.stdout == expected
+
+
+def test_slurm_script_survives_spaces_and_quotes(tmp_path):
+  workdir = str(tmp_path / "my dir" / 'it\'s "here"')
+  args = ["--workdir", workdir, "--config.mixture=toy", "--config.eval_mixtures=a b"]
+  result = _run("train", "--config", "configs/demo.py", *args, "--launcher", "slurm", "--dry_run")
+  assert result.returncode == 0, result.stderr
+  script = tmp_path / "job.sbatch"
+  script.write_text(result.stdout)
+  syntax = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
+  assert syntax.returncode == 0, syntax.stderr
+  srun = [line for line in result.stdout.splitlines() if line.startswith("srun ")][0]
+  outer = shlex.split(srun)  # what sbatch's bash passes to srun
+  assert outer[:4] == ["srun", "--kill-on-bad-exit=1", "bash", "-c"] and len(outer) == 5
+  exec_part = outer[4].split("; exec ", 1)[1]
+  inner = shlex.split(exec_part)  # what srun's bash -c runs
+  assert inner[0] == sys.executable  # the interpreter (venv) that launched, not bare python
+  assert inner[inner.index("--workdir") + 1] == workdir
+  assert "--config.eval_mixtures=a b" in inner
+  assert inner[inner.index("--config") + 1] == str(REPO / "configs" / "demo.py")
+  assert inner[-2:] == ["--launcher", "local"]
+  assert f"--output={shlex.quote(os.path.join(workdir, 'slurm-%j.out'))}" in result.stdout
 
 
 def test_tpu_vm_dry_run_prints_the_exact_command():
@@ -151,11 +200,27 @@ def test_tpu_vm_dry_run_prints_the_exact_command():
     "--dry_run",
   )
   assert result.returncode == 0, result.stderr
+  remote = shlex.join(
+    [
+      "python3",
+      "tools/launch.py",
+      "train",
+      "--config",
+      "configs/flan_t5_large.py",
+      "--workdir",
+      "gs://b/run",
+      *_data_dir_args(),
+      "--launcher",
+      "local",
+    ]
+  )
   assert result.stdout == (
     "gcloud compute tpus tpu-vm ssh my-v4-32 --zone=us-central2-b --worker=all "
-    "'--command=cd ~/flanjax && python3 tools/launch.py train --config "
-    "configs/flan_t5_large.py --workdir gs://b/run --launcher local'\n"
+    + shlex.quote(f"--command=cd ~/flanjax && {remote}")
+    + "\n"
   )
+  command = shlex.split(result.stdout)[-1].split("&& ", 1)[1]
+  assert shlex.split(command)[shlex.split(command).index("--workdir") + 1] == "gs://b/run"
 
 
 def test_tpu_vm_needs_tpu_and_zone():
@@ -226,7 +291,6 @@ def test_relaunch_args_drop_launcher_flags():
 )
 def test_every_config_loads_and_builds_its_model_shape(name):
   from flanjax.model import t5
-  from flanjax.train.config import TrainConfig
 
   config = cli.load_config(str(REPO / "configs" / name))
   assert isinstance(config, ml_collections.ConfigDict)
@@ -255,10 +319,79 @@ def test_every_config_loads_and_builds_its_model_shape(name):
     "mesh.model",
   ):
     assert key in cli.flat_keys(config), (name, key)
-  train_config = TrainConfig.from_config(config)
+  train_config = cli.read_run_config(config)
   shapes = t5.abstract_params(train_config.model)
   assert t5.count_params(shapes) > 0
   if name.startswith("flan_t5_"):
     size = name[len("flan_t5_") : -3]
     expected = {"small": 77e6, "base": 248e6, "large": 783e6}[size]  # flan-t5 parameter counts
     assert abs(t5.count_params(shapes) - expected) / expected < 0.02
+
+
+USER_MODULE = """
+from flanjax.data import register_flan_mixtures, register_flan_task
+
+register_flan_task(
+  "my_e2e",
+  source=DATA,  # an absolute folder: no data dir needed
+  templates=[("Describe: {mr}", "{ref}"), ("{mr}\\nWrite a sentence about it.", "{ref}")],
+  category="struct_to_text",
+  metrics=["rouge"],
+)
+register_flan_mixtures("my_mix", ["my_e2e"])
+"""
+
+
+@pytest.mark.slow
+def test_a_user_module_is_imported_by_the_flag(tmp_path):
+  data = tmp_path / "e2e"
+  data.mkdir()
+  for split in ("train", "test"):
+    rows = [{"mr": f"name[Blue] food[{i}]", "ref": f"Blue serves food {i}."} for i in range(3)]
+    (data / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+  module = tmp_path / "elsewhere" / "my_tasks.py"
+  module.parent.mkdir()
+  module.write_text(f"DATA = {str(data)!r}\n" + USER_MODULE)
+  result = _run("tasks", "--import", str(module))
+  assert result.returncode == 0, result.stderr
+  assert "my_e2e" in result.stdout and "my_mix_eval_struct_to_text" in result.stdout
+  result = _run("show", "--task", "my_e2e", "--import", str(module), "-n", "1", "--split", "test")
+  assert result.returncode == 0, result.stderr
+  assert "Describe: name[Blue] food[0]" in result.stdout and "Blue serves food 0." in result.stdout
+  assert "oneDNN" not in result.stderr  # TensorFlow's start-up chatter is silenced
+  result = _run("tasks", "--import", str(tmp_path / "missing.py"))
+  assert result.returncode == 2 and "--import" in result.stderr and "missing.py" in result.stderr
+
+
+def test_every_module_under_mixtures_is_registered_without_editing_init():
+  import mixtures
+
+  shipped = sorted(p.stem for p in (REPO / "mixtures").glob("*.py") if not p.name.startswith("_"))
+  assert sorted(m.__name__.split(".")[-1] for m in mixtures.MODULES) == shipped
+
+
+def test_each_subcommand_has_its_own_help():
+  result = _run("predict", "--help")
+  assert result.returncode == 0
+  assert "--input" in result.stdout and "--task" not in result.stdout
+  result = _run("show", "--help")
+  assert "--task" in result.stdout and "--launcher" not in result.stdout
+
+
+def test_multiprocess_says_which_process_died_and_stops_the_others(monkeypatch, capfd):
+  import time
+
+  from flanjax import launchers
+
+  code = (
+    "import os, sys, time\n"
+    "if os.environ['FLANJAX_PROCESS_ID'] == '1':\n"
+    "  sys.exit(3)\n"
+    "time.sleep(60)\n"
+  )
+  monkeypatch.setattr(launchers, "local_command", lambda args: [sys.executable, "-c", code])
+  start = time.monotonic()
+  assert launchers.run_multiprocess([], 3, timeout=50) == 3
+  assert time.monotonic() - start < 30  # the sleeping ones were stopped, not waited for
+  err = capfd.readouterr().err
+  assert "multiprocess: process 1 of 3 exited with code 3; stopping the other 2" in err

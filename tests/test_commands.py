@@ -37,6 +37,18 @@ def _launch(*args, env=None, timeout=600):
   return result
 
 
+def _refused(*args):
+  result = subprocess.run(
+    [sys.executable, str(REPO / "tools" / "launch.py"), *args],
+    capture_output=True,
+    text=True,
+    cwd=REPO,
+    timeout=600,
+  )
+  assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
+  return result.stderr
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
   workdir = tmp_path_factory.mktemp("demo") / "run"
@@ -75,26 +87,53 @@ def test_eval_writes_a_report_marking_the_heldout_category(trained):
 
 @pytest.mark.slow
 def test_eval_of_a_missing_step_lists_the_existing_ones(trained):
-  result = subprocess.run(
-    [
-      sys.executable,
-      str(REPO / "tools" / "launch.py"),
-      "eval",
-      "--config",
-      "configs/demo.py",
-      "--workdir",
-      str(trained),
-      "--checkpoint",
-      "3",
-      *SMALL,
-    ],
-    capture_output=True,
-    text=True,
-    cwd=REPO,
-    timeout=600,
+  args = ["--config", "configs/demo.py", "--workdir", str(trained), "--checkpoint", "3", *SMALL]
+  stderr = _refused("eval", *args)
+  assert "--checkpoint 3 does not exist" in stderr and "[2, 4]" in stderr
+
+
+@pytest.mark.slow
+def test_eval_refuses_a_config_the_workdir_was_not_trained_with(trained):
+  args = ["--config", "configs/demo.py", "--workdir", str(trained), *SMALL]
+  stderr = _refused("eval", *args, "--config.model.d_ff=128")
+  assert "trained with a different config (model.d_ff: 256 -> 128)" in stderr
+
+
+@pytest.mark.slow
+def test_predict_round_trip_keeps_fields_and_reports_bad_lines(trained, tmp_path):
+  prompts = tmp_path / "prompts.jsonl"
+  rows = [{"input": "Repeat: car egg", "id": 1}, {"prompt": "Reverse: sun cup", "id": 2}]
+  prompts.write_text("".join(json.dumps(r) + "\n" for r in rows))
+  out = tmp_path / "preds.jsonl"
+  # No --config: the workdir's recorded config is used.
+  result = _launch(
+    "predict", "--workdir", str(trained), "--input", str(prompts), "--output", str(out)
   )
-  assert result.returncode == 2
-  assert "--checkpoint 3 does not exist" in result.stderr and "[2, 4]" in result.stderr
+  assert f"wrote 2 predictions of {trained} step 4" in result.stdout
+  written = [json.loads(line) for line in out.read_text().splitlines()]
+  assert [w["id"] for w in written] == [1, 2] and written[1]["prompt"] == "Reverse: sun cup"
+  assert all(isinstance(w["prediction"], str) for w in written)
+  # The same predictions as the model itself, greedy.
+  import mixtures  # noqa: F401
+  from flanjax.config import RunConfig
+  from flanjax.data import DataContext
+  from flanjax.model import hf
+  from flanjax.train.state import restore_params
+  from flanjax.workdir import recorded_config
+
+  rc = RunConfig.from_recorded(recorded_config(trained))
+  params, _ = restore_params(trained, None, rc)
+  vocabulary = DataContext().vocabulary_of(rc.data.mixture)
+  ids = list(vocabulary.encode("Repeat: car egg")) + [1]
+  generated = hf.T5Model(rc.model, params).generate(np.array([ids]), max_new_tokens=32)[0]
+  expected = vocabulary.decode([int(t) for t in generated if t not in (0, 1)])
+  assert written[0]["prediction"] == expected
+  # A bad line is reported with its number; the existing output is untouched.
+  prompts.write_text(json.dumps(rows[0]) + "\n{not json\n")
+  before = out.read_text()
+  args = ["--workdir", str(trained), "--input", str(prompts), "--output", str(out), "--overwrite"]
+  assert f"{prompts}:2: malformed JSON" in _refused("predict", *args)
+  assert out.read_text() == before
 
 
 @pytest.mark.slow
@@ -120,6 +159,62 @@ def test_export_loads_in_transformers_with_the_same_logits(trained, tmp_path):
   with torch.no_grad():
     theirs = reference(input_ids=torch.tensor(enc), decoder_input_ids=torch.tensor(dec)).logits
   np.testing.assert_allclose(np.asarray(ours.logits(enc, dec)), theirs.numpy(), atol=1e-4)
+
+
+@pytest.mark.slow
+def test_export_ships_the_tokenizer_transformers_reproduces_our_prediction(trained, tmp_path):
+  torch = pytest.importorskip("torch")
+  transformers = pytest.importorskip("transformers")
+  out = tmp_path / "hf_tok"
+  _launch("export", "--config", "configs/demo.py", "--workdir", str(trained), "--out", str(out))
+  import mixtures  # noqa: F401
+  from flanjax.data import DataContext
+  from flanjax.model import hf
+
+  vocabulary = DataContext().vocabulary_of("toy_holdout_sentiment")  # what the demo trained on
+  prompt = "Repeat these words: car egg sun"
+  ids = list(vocabulary.encode(prompt)) + [1]
+  tokenizer = transformers.AutoTokenizer.from_pretrained(out)
+  assert tokenizer(prompt).input_ids == ids  # the same tokenisation, not all-unknowns
+  ours = hf.load_pretrained(out).generate(np.array([ids]), max_new_tokens=8)[0]
+  reference = transformers.T5ForConditionalGeneration.from_pretrained(out).eval()
+  with torch.no_grad():
+    theirs = reference.generate(torch.tensor([ids]), max_new_tokens=8, do_sample=False)[0, 1:]
+  ours = [int(t) for t in ours if t != 0]
+  theirs = [int(t) for t in theirs.tolist() if t != 0]
+  assert ours == theirs and ours  # token for token
+  assert tokenizer.decode(theirs, skip_special_tokens=True) == vocabulary.decode(
+    [t for t in ours if t != 1]
+  )
+
+
+@pytest.mark.slow
+def test_export_never_overwrites_a_run_or_a_non_empty_directory(trained, tmp_path):
+  base = ["export", "--config", "configs/demo.py", "--workdir", str(trained), *SMALL]
+  config_before = (trained / "config.json").read_text()
+  assert "is the workdir or inside its managed files" in _refused(*base, "--out", str(trained))
+  inside = str(trained / "checkpoints" / "hf")
+  assert "inside its managed files" in _refused(*base, "--out", inside)
+  assert (trained / "config.json").read_text() == config_before  # resume still works
+  out = tmp_path / "hf_out"
+  out.mkdir()
+  (out / "notes.txt").write_text("mine")
+  assert "is not empty; pass --overwrite" in _refused(*base, "--out", str(out))
+  _launch(*base, "--out", str(out), "--overwrite")
+  aside = [p for p in tmp_path.iterdir() if p.name.startswith("hf_out.old-")]
+  assert len(aside) == 1 and (aside[0] / "notes.txt").read_text() == "mine"
+  assert (out / "model.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_a_second_train_on_a_locked_workdir_is_refused(tmp_path):
+  workdir = tmp_path / "locked"
+  workdir.mkdir()
+  holder = {"host": __import__("socket").gethostname(), "pid": os.getpid(), "started": 0}
+  (workdir / ".lock").write_text(json.dumps(holder))  # this (live) test process holds it
+  stderr = _refused("train", "--config", "configs/demo.py", "--workdir", str(workdir), *SMALL)
+  assert f"is in use by another run (host {holder['host']}, pid {os.getpid()}" in stderr
+  assert not (workdir / "config.json").exists()
 
 
 @pytest.mark.slow

@@ -1,20 +1,18 @@
-"""FLAN tasks as real `seqio.Task`s, with category tags and held-out mixtures.
+"""FLAN tasks as data: `TaskSpec` rows, the table of registered tasks, and rendering.
 
-A task is data (source + templates + category + metrics); `register_flan_task` turns it into a
-seqio Task whose examples are rendered prompts:
+A task is data (source + templates + category + metrics); rendering a split turns its records
+into prompts. Nothing here reads a file until a split is rendered, and nothing here knows seqio
+or a vocabulary: `context.DataContext` binds a task to a data dir and a vocabulary.
 
->>> register_flan_task(
+>>> spec = TaskSpec(
 ...   "sst2_demo", source="sst2", category="sentiment", metrics=("accuracy",),
 ...   templates=[("{sentence}\\nWas that review positive or negative?", "{label_text}")],
 ...   preprocess=lambda ex: {**ex, "label_text": ["negative", "positive"][ex["label"]]},
-...   options=["negative", "positive"])                                   # doctest: +SKIP
->>> ds = seqio.get_mixture_or_task("sst2_demo").get_dataset(None, "validation")  # doctest: +SKIP
->>> next(ds.as_numpy_iterator())                                               # doctest: +SKIP
-{'inputs_pretokenized': b"it 's a charming ... \\nWas that review positive or negative?\\n\\n
-  OPTIONS:\\n- negative\\n- positive", 'targets_pretokenized': b'positive', 'template_id': 0,
-  'options': b'negative|||positive', 'example_index': 0, 'inputs': [...], 'targets': [...]}
+...   options=["negative", "positive"])
+>>> add_task(spec).render_split("validation", "../shared/data")["inputs"][0]  # doctest: +SKIP
+"it 's a charming ... \\nWas that review positive or negative?\\n\\nOPTIONS:\\n- negative\\n- ..."
 
-Every example carries `template_id` (int32) and `options` (answer options joined by "|||", "" for
+Every rendered row carries `template_id` and `options` (answer options joined by "|||", "" for
 generation tasks; `templates.split_options` decodes it). Splits: "train" renders each example with
 one template drawn deterministically (inverted templates included when `input_inversion`); every
 other split renders each example with every non-inverted template, so evaluation scores per
@@ -24,19 +22,15 @@ template. Metric NAMES live in `get_task_info(name).metrics`; the evaluator maps
 from __future__ import annotations
 
 import dataclasses
-import functools
 import threading
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
-import seqio
-import tensorflow as tf
 
 from flanjax.data import sources as sources_lib
 from flanjax.data import templates as templates_lib
-from flanjax.data import vocab as vocab_lib
 
 CATEGORIES = (
   "natural_language_inference",
@@ -52,21 +46,70 @@ CATEGORIES = (
   "read_comp_with_commonsense",
   "misc",
 )
-# FLAN 2021's extra exclusions when a category is held out.
-EXTRA_EXCLUSIONS = {
-  "natural_language_inference": ("paraphrase",),
-  "paraphrase": ("natural_language_inference",),
-  "reading_comprehension": ("read_comp_with_commonsense",),
-  "commonsense": ("read_comp_with_commonsense",),
-  "read_comp_with_commonsense": ("reading_comprehension", "commonsense"),
-}
-FLAN_2021_CAP = 3000
 TRAIN_SPLIT = "train"
 
 
 @dataclasses.dataclass(frozen=True)
+class TaskSpec:
+  """One row of a task table: everything `register_flan_task` needs, as plain data.
+
+  source: a folder name under the data dir, an absolute folder, `"hf:name[:config]"`, or a
+    source object (`sources.LocalSource`/`HFSource`/`LocalOrHubSource`, `toy.ToySource`, or any
+    object with `splits`, `load`, `peek`, `count`, `is_available` and optionally `bind`).
+  templates: `(prompt, target)` format pairs, `"prompt ||| target"` Jinja strings or Templates.
+  category: one of CATEGORIES. metrics: metric names for the evaluator ("accuracy",
+    "exact_match", "f1", "rouge", "bleu", "macro_f1").
+  preprocess: example -> example (e.g. label id -> label text, list fields -> strings).
+  options: fixed answer options of a classification task (or let `preprocess` put a per-example
+    `options` list in the example and declare `has_options=True`).
+  num_shots: k FLAN few-shot exemplars drawn deterministically from the train split.
+  input_inversion: train on the templates marked inverted (never used for eval splits).
+  add_options: append the OPTIONS block to classification prompts.
+  has_options: whether examples carry answer options (rank classification); default:
+    `options is not None`. Checked against the data when it is first read.
+  vocabulary: None (the context's vocabulary), a fixed `seqio.Vocabulary` (kept in every
+    context), or a function `DataContext -> seqio.Vocabulary` (the toy tasks' toy vocabulary).
+  data_dir: a fixed data dir for a folder-name source (overrides the context's).
+  family: "flan" (real datasets) or "toy"; seed: template and exemplar choice.
+  references: the field of the prepared example holding EVERY acceptable target (a list, or
+    one string), e.g. all of Natural Questions' answers or all CommonGen scenes; evaluation
+    scores against all of them (the templates' target should be one of them). None: the
+    rendered target is the only reference.
+  selection_rows: a dataset without a validation or a test split gets FLAN's selection split
+    (`"selection"`: the last `selection_rows` train rows, at most a quarter of train, removed
+    from training) on which evaluation picks the best template; 0 turns it off.
+  >>> TaskSpec("t", "sst2", [("{sentence}", "{label}")], "sentiment", ["accuracy"]).family
+  'flan'
+  """
+
+  name: str
+  source: Any
+  templates: Sequence[Any]
+  category: str
+  metrics: Sequence[str]
+  preprocess: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+  options: Sequence[str] | None = None
+  num_shots: int = 0
+  input_inversion: bool = True
+  add_options: bool = True
+  has_options: bool | None = None
+  vocabulary: Any = None
+  data_dir: str | None = None
+  family: str = "flan"
+  seed: int = 0
+  references: str | None = None
+  selection_rows: int = 200
+
+  def __post_init__(self):
+    for name in ("templates", "metrics", "options"):
+      value = getattr(self, name)
+      if value is not None and not isinstance(value, str):
+        object.__setattr__(self, name, tuple(value))
+
+
+@dataclasses.dataclass(frozen=True)
 class TaskInfo:
-  """What evaluation needs to know about a task, without parsing anything."""
+  """What evaluation needs to know about a task, without reading any data."""
 
   name: str
   category: str
@@ -79,60 +122,114 @@ class TaskInfo:
   source: str
 
 
-@dataclasses.dataclass
-class _TaskSpec:
-  name: str
-  source: Any
-  templates: tuple[templates_lib.Template, ...]
-  preprocess: Callable[[dict[str, Any]], dict[str, Any]] | None
-  options: tuple[str, ...] | None
-  num_shots: int
-  input_inversion: bool
-  add_options: bool
-  seed: int
-  _rendered: dict = dataclasses.field(default_factory=dict)
-  _lock: Any = dataclasses.field(default_factory=threading.Lock)
+class FlanTask:
+  """A registered task: its spec, parsed templates, source, and rendered splits per data dir."""
+
+  def __init__(self, spec: TaskSpec):
+    self.spec = spec
+    self.name = spec.name
+    self.templates = tuple(templates_lib.parse_template(t, i) for i, t in enumerate(spec.templates))
+    source = spec.source
+    if spec.data_dir is not None and isinstance(source, str) and not source.startswith("hf:"):
+      source = f"{spec.data_dir}/{source}"
+    source = sources_lib.make_source(source) if isinstance(source, str) else source
+    if spec.selection_rows:
+      source = sources_lib.SelectionSplitSource(source, spec.selection_rows)
+    self.source = source
+    self.has_options = spec.options is not None if spec.has_options is None else spec.has_options
+    self._rendered: dict[tuple[str | None, str], dict[str, list]] = {}
+    self._checked: set[str | None] = set()
+    self._lock = threading.Lock()
+
+  @property
+  def train_templates(self) -> list[templates_lib.Template]:
+    return [t for t in self.templates if self.spec.input_inversion or not t.inverted]
+
+  @property
+  def eval_templates(self) -> list[templates_lib.Template]:
+    return [t for t in self.templates if not t.inverted]
+
+  def bound_source(self, data_dir: str | None) -> Any:
+    """The task's source reading under `data_dir` (see `sources.bind`)."""
+    return sources_lib.bind(self.source, data_dir)
 
   def prepare(self, record: Mapping[str, Any]) -> dict[str, Any]:
     example = dict(record)
-    if self.preprocess is not None:
-      example = self.preprocess(example)
-    if self.options is not None:
-      example[templates_lib.OPTIONS_FIELD] = list(self.options)
+    if self.spec.preprocess is not None:
+      example = self.spec.preprocess(example)
+    if self.spec.options is not None:
+      example[templates_lib.OPTIONS_FIELD] = list(self.spec.options)
     return example
 
-  @property
-  def train_templates(self):
-    return [t for t in self.templates if self.input_inversion or not t.inverted]
-
-  @property
-  def eval_templates(self):
-    return [t for t in self.templates if not t.inverted]
-
-  def render_split(self, split: str) -> dict[str, list]:
-    """Renders a split once (cached): lists of inputs, targets, template_id, options, index."""
+  def render_split(self, split: str, data_dir: str | None) -> dict[str, list]:
+    """Renders a split once per data dir (cached): lists of inputs, targets, template_id,
+    options, example_index. The first read under a data dir checks every template against the
+    first record of every split (an error names task, template and missing field)."""
     with self._lock:
-      if split not in self._rendered:
-        self._rendered[split] = self._render(split)
-      return self._rendered[split]
+      key = (data_dir, split)
+      if key not in self._rendered:
+        source = self.bound_source(data_dir)
+        if data_dir not in self._checked:
+          self._check_against_data(source)
+          self._checked.add(data_dir)
+        self._rendered[key] = self._render(source, split)
+      return self._rendered[key]
 
-  def _render(self, split: str) -> dict[str, list]:
-    records = self.source.load(split)
+  def _check_against_data(self, source: Any) -> None:
+    found_options = False
+    for split in source.splits:
+      record = source.peek(split)
+      if record is None:
+        continue
+      example = self.prepare(record)
+      where = f"split {split!r} of {source!r} (after preprocess)"
+      templates_lib.check_template_fields(self.name, self.templates, set(example), where)
+      found_options = found_options or bool(example.get(templates_lib.OPTIONS_FIELD))
+      for template in self.templates:
+        templates_lib.render_example(template, example, task_name=self.name)
+    if found_options != self.has_options and self.spec.options is None:
+      declared = "declares" if self.spec.has_options is not None else "defaults to"
+      raise ValueError(
+        f"task {self.name!r} {declared} has_options={self.has_options} but the data says "
+        f"{found_options}: pass has_options={found_options} to register_flan_task"
+      )
+
+  def _references(self, example: Mapping[str, Any]) -> list[str]:
+    """Every acceptable target of an example (`spec.references`), [] when not declared."""
+    field = self.spec.references
+    if field is None:
+      return []
+    if field not in example:
+      raise KeyError(f"references field {field!r} is not in the example (after preprocess)")
+    value = example[field]
+    values = [value] if isinstance(value, str) else list(value)
+    return [str(v) for v in values if str(v).strip()]
+
+  def _render(self, source: Any, split: str) -> dict[str, list]:
+    records = source.load(split)
     exemplar_pool = None
-    if self.num_shots:
-      if TRAIN_SPLIT not in self.source.splits:
-        raise ValueError(f"task {self.name!r}: {self.num_shots}-shot needs a train split")
-      exemplar_pool = [self.prepare(r) for r in self.source.load(TRAIN_SPLIT)]
+    num_shots, seed = self.spec.num_shots, self.spec.seed
+    if num_shots:
+      if TRAIN_SPLIT not in source.splits:
+        raise ValueError(f"task {self.name!r}: {num_shots}-shot needs a train split")
+      exemplar_pool = [self.prepare(r) for r in source.load(TRAIN_SPLIT)]
     if split == TRAIN_SPLIT:
       candidates = self.train_templates
-      choice = np.random.default_rng([self.seed, zlib.crc32(self.name.encode())]).integers(
+      choice = np.random.default_rng([seed, zlib.crc32(self.name.encode())]).integers(
         len(candidates), size=len(records)
       )
       per_example = [[candidates[c]] for c in choice]
     else:
       per_example = [self.eval_templates] * len(records)
     split_key = zlib.crc32(split.encode())
-    out = {"inputs": [], "targets": [], "template_id": [], "options": [], "example_index": []}
+    out = {
+      "inputs": [],
+      "targets": [],
+      "template_id": [],
+      "options": [],
+      "example_index": [],
+      "references": [],
+    }
     for index, (record, chosen) in enumerate(zip(records, per_example, strict=True)):
       try:
         example = self.prepare(record)
@@ -140,18 +237,19 @@ class _TaskSpec:
         if exemplar_pool is not None:
           exclude = index if split == TRAIN_SPLIT else None
           picks = templates_lib.choose_exemplars(
-            len(exemplar_pool), self.num_shots, index + split_key, self.seed, exclude
+            len(exemplar_pool), num_shots, index + split_key, seed, exclude
           )
           shots = [exemplar_pool[i] for i in picks]
         for template in chosen:
           prompt, target, options = templates_lib.render_few_shot(
-            template, example, shots, add_options=self.add_options, task_name=self.name
+            template, example, shots, add_options=self.spec.add_options, task_name=self.name
           )
           out["inputs"].append(prompt)
           out["targets"].append(target)
           out["template_id"].append(template.template_id)
           out["options"].append(templates_lib.join_options(options))
           out["example_index"].append(index)
+          out["references"].append(self._references(example))
       except (KeyError, ValueError, IndexError, TypeError) as error:
         raise ValueError(
           f"task {self.name!r}, split {split!r}, example {index}: {error}"
@@ -159,266 +257,72 @@ class _TaskSpec:
     return out
 
 
-class FlanDataSource(seqio.DataSource):
-  """seqio DataSource yielding rendered examples (rendering runs once per split, in Python)."""
-
-  def __init__(self, spec: _TaskSpec):
-    self._spec = spec
-    super().__init__(splits=spec.source.splits, caching_permitted=False)
-
-  @property
-  def splits(self):
-    return self._spec.source.splits
-
-  @property
-  def supports_arbitrary_sharding(self) -> bool:
-    return True
-
-  def list_shards(self, split: str) -> Sequence[str]:
-    return [split]
-
-  def num_input_examples(self, split: str) -> int:
-    return self._spec.source.count(split)
-
-  def get_dataset(self, split=TRAIN_SPLIT, shuffle=True, seed=None, shard_info=None, **unused):
-    del unused
-    rendered = self._spec.render_split(split)
-    dataset = tf.data.Dataset.from_tensor_slices(
-      {
-        "inputs": tf.constant(rendered["inputs"], tf.string),
-        "targets": tf.constant(rendered["targets"], tf.string),
-        "template_id": tf.constant(rendered["template_id"], tf.int32),
-        "options": tf.constant(rendered["options"], tf.string),
-        "example_index": tf.constant(rendered["example_index"], tf.int32),
-      }
-    )
-    if shard_info:
-      dataset = dataset.shard(shard_info.num_shards, shard_info.index)
-    if shuffle:
-      dataset = dataset.shuffle(len(rendered["inputs"]), seed=seed)
-    return dataset
-
-
+_TASKS: dict[str, FlanTask] = {}
 _TASK_INFOS: dict[str, TaskInfo] = {}
-_TASK_SPECS: dict[str, _TaskSpec] = {}
 
 
-def register_flan_task(
-  name: str,
-  *,
-  source: Any,
-  templates: Sequence[Any],
-  category: str,
-  metrics: Sequence[str],
-  preprocess: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
-  options: Sequence[str] | None = None,
-  num_shots: int = 0,
-  input_inversion: bool = True,
-  add_options: bool = True,
-  has_options: bool | None = None,
-  vocabulary: seqio.Vocabulary | None = None,
-  data_dir: str | None = None,
-  family: str = "flan",
-  seed: int = 0,
-) -> seqio.Task:
-  """Registers a seqio Task rendering `source` records through `templates`.
+def add_task(spec: TaskSpec) -> FlanTask:
+  """Validates a spec and adds it to the table (no file is read; no seqio object is made).
 
-  Args:
-    source: a folder name under the data dir, an absolute folder, `"hf:name[:config]"`, or a
-      `sources.LocalSource`/`sources.HFSource` (or any object with splits/load/peek/count).
-    templates: `(prompt, target)` format pairs, `"prompt ||| target"` Jinja strings or Templates.
-    category: one of CATEGORIES.
-    metrics: metric names for the evaluator ("accuracy", "exact_match", "f1", "rouge", "bleu").
-    preprocess: example -> example (e.g. label id -> label text, list fields -> strings).
-    options: fixed answer options for a classification task (or let `preprocess` put a per-example
-      `options` list in the example).
-    num_shots: k FLAN few-shot exemplars drawn deterministically from the train split.
-    input_inversion: train on the templates marked inverted (never used for eval splits).
-    add_options: append the OPTIONS block to classification prompts.
-    has_options: whether examples carry answer options (classification, scored by rank
-      classification); default: inferred from `options` or from the data when it is reachable.
-    vocabulary: defaults to `vocab.get_vocabulary()`.
-    data_dir: overrides the data dir for a folder-name source.
-  Raises:
-    ValueError: duplicate name, unknown category, no templates, or (when the data is reachable)
-      a template reading a field the preprocessed examples lack.
+  Raises ValueError for a duplicate name, unknown category, no templates, bad metrics, or only
+  inverted templates. `registry.register_flan_task` also registers the seqio Task.
   """
-  if name in _TASK_INFOS or name in seqio.TaskRegistry.names():
+  name = spec.name
+  if name in _TASKS:
     raise ValueError(f"task {name!r} is already registered")
-  if category not in CATEGORIES:
-    raise ValueError(f"task {name!r}: unknown category {category!r}; known: {list(CATEGORIES)}")
-  if not templates:
+  if spec.category not in CATEGORIES:
+    raise ValueError(
+      f"task {name!r}: unknown category {spec.category!r}; known: {list(CATEGORIES)}"
+    )
+  if not spec.templates:
     raise ValueError(f"task {name!r}: needs at least one template")
-  if not metrics or not all(isinstance(m, str) and m for m in metrics):
+  if not spec.metrics or not all(isinstance(m, str) and m for m in spec.metrics):
     raise ValueError(f"task {name!r}: metrics must be a non-empty list of metric names")
-  if data_dir is not None and isinstance(source, str) and not source.startswith("hf:"):
-    source = sources_lib.LocalSource(f"{data_dir}/{source}")
-  spec = _TaskSpec(
-    name=name,
-    source=sources_lib.make_source(source) if isinstance(source, str) else source,
-    templates=tuple(templates_lib.parse_template(t, i) for i, t in enumerate(templates)),
-    preprocess=preprocess,
-    options=tuple(options) if options is not None else None,
-    num_shots=num_shots,
-    input_inversion=input_inversion,
-    add_options=add_options,
-    seed=seed,
-  )
-  if not spec.eval_templates:
+  task = FlanTask(spec)
+  if not task.eval_templates:
     raise ValueError(f"task {name!r}: every template is inverted; eval splits need one that isn't")
-  found_options = _check_against_data(spec) if spec.source.is_available() else None
-  if has_options is None:
-    has_options = options is not None or bool(found_options)
-  elif found_options is not None and found_options != has_options and options is None:
-    raise ValueError(f"task {name!r}: has_options={has_options} but the data says {found_options}")
-  vocabulary = vocabulary or vocab_lib.get_vocabulary()
-  features = {
-    "inputs": seqio.Feature(vocabulary, add_eos=True),
-    "targets": seqio.Feature(vocabulary, add_eos=True),
-  }
-  task = seqio.TaskRegistry.add(
-    name,
-    source=FlanDataSource(spec),
-    output_features=features,
-    preprocessors=[
-      functools.partial(seqio.preprocessors.tokenize, copy_pretokenized=True),
-      seqio.preprocessors.append_eos_after_trim,
-    ],
-    metric_fns=[],
-  )
-  _TASK_SPECS[name] = spec
+  _TASKS[name] = task
   _TASK_INFOS[name] = TaskInfo(
     name=name,
-    category=category,
-    metrics=tuple(metrics),
-    has_options=has_options,
-    template_ids=tuple(t.template_id for t in spec.train_templates),
-    eval_template_ids=tuple(t.template_id for t in spec.eval_templates),
-    num_shots=num_shots,
-    family=family,
-    source=repr(spec.source),
+    category=spec.category,
+    metrics=tuple(spec.metrics),
+    has_options=task.has_options,
+    template_ids=tuple(t.template_id for t in task.train_templates),
+    eval_template_ids=tuple(t.template_id for t in task.eval_templates),
+    num_shots=spec.num_shots,
+    family=spec.family,
+    source=repr(task.source),
   )
   return task
 
 
-def _check_against_data(spec: _TaskSpec) -> bool:
-  """Checks templates against the first record of every split; returns whether it has options."""
-  has_options = False
-  for split in spec.source.splits:
-    record = spec.source.peek(split)
-    if record is None:
-      continue
-    example = spec.prepare(record)
-    where = f"split {split!r} of {spec.source!r} (after preprocess)"
-    templates_lib.check_template_fields(spec.name, spec.templates, set(example), where)
-    has_options = has_options or bool(example.get(templates_lib.OPTIONS_FIELD))
-    for template in spec.templates:
-      templates_lib.render_example(template, example, task_name=spec.name)
-  return has_options
+def remove_task(name: str) -> None:
+  """Drops a task from the table (registration failed half-way)."""
+  _TASKS.pop(name, None)
+  _TASK_INFOS.pop(name, None)
 
 
 def get_task_info(name: str) -> TaskInfo:
-  """Category, metric names, options flag and template ids of a registered FLAN task."""
+  """Category, metric names, options flag and template ids of a registered FLAN task.
+
+  >>> get_task_info("toy_add").category                # after `import mixtures`
+  'closed_book_qa'
+  """
   if name not in _TASK_INFOS:
     raise KeyError(f"unknown FLAN task {name!r}; known: {sorted(_TASK_INFOS)}")
   return _TASK_INFOS[name]
 
 
-def get_task_spec(name: str) -> _TaskSpec:
+def get_flan_task(name: str) -> FlanTask:
+  """The registered task (spec, templates, rendering); KeyError lists the known ones."""
   get_task_info(name)
-  return _TASK_SPECS[name]
+  return _TASKS[name]
+
+
+def is_flan_task(name: str) -> bool:
+  return name in _TASKS
 
 
 def list_flan_tasks(family: str | None = None) -> list[str]:
+  """Sorted names of registered FLAN tasks (of one family: "flan" or "toy")."""
   return sorted(n for n, info in _TASK_INFOS.items() if family in (None, info.family))
-
-
-# ---------------------------------------------------------------------------------------------
-# Mixtures.
-
-
-def excluded_categories(category: str) -> set[str]:
-  """Categories removed from training when `category` is held out (FLAN 2021).
-
-  >>> sorted(excluded_categories("natural_language_inference"))
-  ['natural_language_inference', 'paraphrase']
-  """
-  if category not in CATEGORIES:
-    raise ValueError(f"unknown category {category!r}; known: {list(CATEGORIES)}")
-  return {category, *EXTRA_EXCLUSIONS.get(category, ())}
-
-
-def examples_proportional_rate(
-  cap: int | None = FLAN_2021_CAP, temperature: float = 1.0, split: str = TRAIN_SPLIT
-) -> Callable[[seqio.Task], float]:
-  """Lazy rate `min(num_examples, cap) ** (1 / temperature)` (0 for a task without `split`).
-
-  >>> rate = examples_proportional_rate(cap=3000)  # sst2 with 20,000 train rows -> 3000.0
-  """
-
-  def rate(task: seqio.Task) -> float:
-    if split not in task.splits:
-      return 0.0
-    count = task.source.num_input_examples(split)
-    if cap is not None:
-      count = min(count, cap)
-    return float(count) ** (1.0 / temperature)
-
-  return rate
-
-
-def register_flan_mixtures(
-  prefix: str,
-  task_names: Sequence[str],
-  *,
-  cap: int | None = FLAN_2021_CAP,
-  temperature: float = 1.0,
-) -> list[str]:
-  """Registers `<prefix>`, `<prefix>_holdout_<cat>` and `<prefix>_eval_<cat>` mixtures.
-
-  Holdout/eval mixtures exist for every category that has a task in `task_names`.
-  Returns the names registered (registering an existing name raises, as seqio does).
-  """
-  rate = examples_proportional_rate(cap, temperature)
-  categories = sorted({get_task_info(n).category for n in task_names})
-  names = [prefix]
-  seqio.MixtureRegistry.add(prefix, [(n, rate) for n in task_names])
-  for category in categories:
-    dropped = excluded_categories(category)
-    kept = [n for n in task_names if get_task_info(n).category not in dropped]
-    if kept:
-      seqio.MixtureRegistry.add(f"{prefix}_holdout_{category}", [(n, rate) for n in kept])
-      names.append(f"{prefix}_holdout_{category}")
-    in_category = [n for n in task_names if get_task_info(n).category == category]
-    seqio.MixtureRegistry.add(f"{prefix}_eval_{category}", [(n, 1.0) for n in in_category])
-    names.append(f"{prefix}_eval_{category}")
-  return names
-
-
-def get_mixture_or_task(name: str) -> seqio.Task | seqio.Mixture:
-  """seqio lookup with an error that lists what is registered."""
-  if name in seqio.MixtureRegistry.names():
-    return seqio.MixtureRegistry.get(name)
-  if name in seqio.TaskRegistry.names():
-    return seqio.TaskRegistry.get(name)
-  known = sorted(n for n in seqio.MixtureRegistry.names() if not n.startswith("_"))
-  raise ValueError(
-    f"unknown mixture or task {name!r} (did you `import mixtures`?); known mixtures: {known}; "
-    f"known FLAN tasks: {list_flan_tasks()}"
-  )
-
-
-def task_names_of(name: str) -> list[str]:
-  """Leaf task names of a mixture (or `[name]` for a task)."""
-  provider = get_mixture_or_task(name)
-  if isinstance(provider, seqio.Mixture):
-    return [t.name for t in provider.tasks]
-  return [provider.name]
-
-
-def holdout_mixture_name(prefix: str, category: str) -> str:
-  """`holdout_mixture_name("flan_mini", "sentiment") == "flan_mini_holdout_sentiment"`."""
-  excluded_categories(category)  # Validates the category.
-  name = f"{prefix}_holdout_{category}"
-  get_mixture_or_task(name)
-  return name

@@ -23,6 +23,7 @@ from typing import Any
 
 import jinja2
 import jinja2.meta
+import jinja2.sandbox
 import numpy as np
 
 JINJA_SEPARATOR = "|||"
@@ -34,7 +35,11 @@ OPTIONS_PLACEHOLDER = "options_"
 FEW_SHOT_EXEMPLAR_SEPARATOR = "\n\n"
 FEW_SHOT_ANSWER_SEPARATOR = "\n"
 
-_JINJA_ENV = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+# Sandboxed: a template reads example fields; it cannot reach Python internals (no
+# `{{ cycler.__init__.__globals__.os.popen(...) }}`), mutate data or call unsafe methods.
+_JINJA_ENV = jinja2.sandbox.ImmutableSandboxedEnvironment(
+  undefined=jinja2.StrictUndefined, keep_trailing_newline=True
+)
 
 
 def format_options(options: Sequence[str]) -> str:
@@ -96,6 +101,11 @@ class Template:
         target = _compiled(self.target).render(**example)
       except jinja2.UndefinedError as error:
         raise KeyError(str(error)) from None
+      except jinja2.exceptions.SecurityError as error:
+        raise ValueError(
+          f"template {self.template_id} is unsafe and was not run ({error}): a template may only "
+          "read the example's fields"
+        ) from None
       return prompt.strip(), target.strip()
     return self.prompt.format(**example), self.target.format(**example)
 

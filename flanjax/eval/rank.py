@@ -6,7 +6,7 @@ the number of option tokens (`length_normalize=True`).
 
 Batches have fixed shapes, so a task compiles once: `batch_size` inputs × `num_options` options,
 inputs padded to one length bucket per call and options to another; the last batch is padded with
-empty rows. With a `T5Model`-like object (`.config`, `.params`) the encoder runs once per input and
+empty rows. With a `T5Model` the encoder runs once per input and
 its output is shared by that input's options, all in one jitted forward pass per batch. A plain
 callable with `T5Model.logits`'s signature also works (one call per batch, encoder per option).
 
@@ -32,6 +32,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from flanjax.model import decode
+from flanjax.model.hf import T5Model
+
 TokenIds = Sequence[int]
 
 
@@ -47,7 +50,7 @@ class RankResult:
 
 
 def bucket_length(length: int, max_length: int | None = None, min_length: int = 8) -> int:
-  """Smallest power of two >= length (and >= min_length), capped at max_length.
+  """`decode.bucket` (the one power-of-two rule) capped at `max_length`.
 
   Padding to a few bucket sizes keeps jit from compiling once per distinct batch shape.
 
@@ -55,8 +58,8 @@ def bucket_length(length: int, max_length: int | None = None, min_length: int = 
     >>> bucket_length(3), bucket_length(17), bucket_length(300, max_length=256)
     (8, 32, 256)
   """
-  bucket = max(min_length, 1 << max(0, int(length) - 1).bit_length())
-  return min(bucket, max_length) if max_length else bucket
+  size = decode.bucket(length, min_length)
+  return min(size, max_length) if max_length else size
 
 
 def pad_rows(rows: Sequence[TokenIds], length: int, num_rows: int | None = None) -> np.ndarray:
@@ -135,22 +138,19 @@ def _logits_fn_scorer(logits_fn: Callable) -> Callable:
 
 
 def make_option_scorer(model_or_logits_fn: Any) -> tuple[Callable, Any]:
-  """(score(params, inputs, option_targets), params) for a T5Model-like object or a callable.
+  """(score(params, inputs, option_targets), params) for a `T5Model` or a logits callable.
 
-  A T5Model-like object has `.config` (a T5Config) and `.params`; an object with only `.logits`, or
-  a plain callable, is used as `logits(input_ids, decoder_input_ids, attention_mask=...)`.
+  A `T5Model` is scored with its encoder run once per input; a plain callable is used as
+  `logits(input_ids, decoder_input_ids, attention_mask=...)` (e.g. a reference implementation).
   """
-  obj = model_or_logits_fn
-  config, params = getattr(obj, "config", None), getattr(obj, "params", None)
-  if config is not None and params is not None and hasattr(config, "d_model"):
-    return _shared_encoder_scorer(config), params
-  if hasattr(obj, "logits") and callable(obj.logits):
-    return _logits_fn_scorer(obj.logits), None
-  if callable(obj):
-    return _logits_fn_scorer(obj), None
+  if isinstance(model_or_logits_fn, T5Model):
+    return _shared_encoder_scorer(model_or_logits_fn.config), model_or_logits_fn.params
+  if callable(model_or_logits_fn):
+    return _logits_fn_scorer(model_or_logits_fn), None
   raise TypeError(
-    f"rank_classify needs a T5Model-like object (.config and .params), an object with "
-    f".logits(...), or a logits callable; got {type(obj).__name__}"
+    "rank_classify needs a flanjax.model.hf.T5Model or a logits callable "
+    f"(input_ids, decoder_input_ids, attention_mask=...) -> logits; got "
+    f"{type(model_or_logits_fn).__name__}"
   )
 
 

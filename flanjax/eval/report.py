@@ -25,6 +25,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from flanjax.eval import metrics as metrics_lib
 from flanjax.eval import scoring
 
 _STEP_DIR = re.compile(r"^step_(\d+)$")
@@ -67,9 +68,19 @@ def render_markdown(report: Mapping[str, Any]) -> str:
   lines = [
     title,
     "",
-    f"Split: `{report['split']}` (a task without it says which split it was scored on); best "
-    f"template chosen on `{report['selection_split']}`; held-out categories were not in the "
-    "training mixture. Category score: mean over its tasks of the best template's score.",
+    f"Split: `{report['split']}` (a task without it says which split it was scored on). Best "
+    f"template chosen on `{report['selection_split']}`, or, for a task without one, on FLAN's "
+    "`selection` split (the last training rows, never trained on); each row names its split"
+    + (
+      ", and rows marked ⚠ had no split apart from the reported one, so their choice is optimistic"
+      if any(
+        (t.get("best_template") or {}).get("selected_on_report_split")
+        for t in report["tasks"].values()
+      )
+      else ""
+    )
+    + ". Held-out categories were not in the training mixture. Category score: mean over its "
+    "tasks of the best template's score.",
     "",
     "| category | held out? | tasks | metric | score | mean over templates |",
     "| --- | --- | --- | --- | ---: | ---: |",
@@ -98,13 +109,30 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     all_scores = ", ".join(f"{k} {v:.2f}" for k, v in best.get("scores", {}).items())
     lines.append(
       f"| {name} | {task['category']} | {task['split']} | {task['primary_metric']} | "
-      f"{best['template_id']} ({best['selected_on']}) | {_fmt(task['score'])} | "
+      f"{best['template_id']} ({best['selected_on']}"
+      f"{' ⚠' if best.get('selected_on_report_split') else ''}) | {_fmt(task['score'])} | "
       f"{_fmt(task['score_mean_templates'])} | {all_scores} |"
     )
+  truncated = {
+    name: sum(task.get("truncated", {}).values())
+    for name, task in report["tasks"].items()
+    if sum(task.get("truncated", {}).values())
+  }
+  if truncated:
+    lines += ["", f"## Truncated inputs (cut to {report.get('input_length')} tokens, EOS kept)", ""]
+    lines += [f"- `{name}`: {n} example(s)" for name, n in truncated.items()]
+  notes = [f"- {metrics_lib.METRIC_NOTES[m]}" for m in _metrics_used(report)]
+  if notes:
+    lines += ["", "## Metric notes", "", *notes]
   if report.get("errors"):
     lines += ["", "## Errors", ""]
     lines += [f"- `{name}`: {_escape(msg)}" for name, msg in report["errors"].items()]
   return "\n".join(lines) + "\n"
+
+
+def _metrics_used(report: Mapping[str, Any]) -> list[str]:
+  names = {m for task in report["tasks"].values() for m in task.get("metrics", ())}
+  return sorted(names & set(metrics_lib.METRIC_NOTES))
 
 
 def _escape(text: str) -> str:
@@ -156,22 +184,37 @@ def _plot_bars(ax, report: Mapping[str, Any]) -> None:
       va="bottom",
       fontsize=8,
     )
+  chance_drawn = False
+  for bar, name in zip(bars, names, strict=True):
+    chance = report["categories"][name].get("chance")
+    if chance is not None:
+      x0, width = bar.get_x(), bar.get_width()
+      ax.hlines(chance, x0 - 0.1 * width, x0 + 1.1 * width, colors="black", linestyles=":")
+      chance_drawn = True
+  metrics = [report["categories"][n].get("metric") or "failed" for n in names]
   ax.set_xticks(range(len(names)))
   ax.set_xticklabels(
-    [f"{n}\n(held out)" if n in heldout else n for n in names], rotation=30, ha="right", fontsize=8
-  )
-  ax.set_ylabel("score (best template)")
-  step = report.get("step")
-  ax.set_title("Per category" + (f", step {step}" if step is not None else ""))
-  from matplotlib.patches import Patch
-
-  ax.legend(
-    handles=[
-      Patch(facecolor="tab:orange", hatch="//", label="held out"),
-      Patch(facecolor="tab:blue", label="seen in training"),
+    [
+      f"{n}{' (held out)' if n in heldout else ''}\n{metric}"
+      for n, metric in zip(names, metrics, strict=True)
     ],
+    rotation=30,
+    ha="right",
     fontsize=8,
   )
+  ax.set_ylabel("score (best template), 0-100")
+  step = report.get("step")
+  ax.set_title("Per category" + (f", step {step}" if step is not None else ""))
+  from matplotlib.lines import Line2D
+  from matplotlib.patches import Patch
+
+  handles = [
+    Patch(facecolor="tab:orange", hatch="//", label="held out"),
+    Patch(facecolor="tab:blue", label="seen in training"),
+  ]
+  if chance_drawn:
+    handles.append(Line2D([], [], color="black", linestyle=":", label="chance (uniform guess)"))
+  ax.legend(handles=handles, fontsize=8)
 
 
 def _plot_lines(ax, history: Sequence[tuple[int, Mapping[str, float]]], heldout: set[str]) -> None:
@@ -188,7 +231,8 @@ def _plot_lines(ax, history: Sequence[tuple[int, Mapping[str, float]]], heldout:
   ax.set_xlabel("training step")
   ax.set_ylabel("score (best template)")
   ax.set_title("Scores over steps")
-  ax.legend(fontsize=7)
+  # Outside the plot area, so that no legend hides the lines.
+  ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
 
 
 def plot_report(
@@ -205,7 +249,7 @@ def plot_report(
 
   with_lines = history is not None and len(history) >= 2
   fig, axes = plt.subplots(
-    1, 2 if with_lines else 1, figsize=(12 if with_lines else 7, 4.5), squeeze=False
+    1, 2 if with_lines else 1, figsize=(15 if with_lines else 7, 4.8), squeeze=False
   )
   _plot_bars(axes[0][0], report)
   if with_lines:
@@ -231,7 +275,7 @@ def plot_over_steps(
     (pathlib.Path(eval_dir) / f"step_{history[-1][0]}" / "report.json").read_text()
   )
   out_path = pathlib.Path(out_path or pathlib.Path(eval_dir) / "scores_over_steps.png")
-  fig, ax = plt.subplots(figsize=(7, 4.5))
+  fig, ax = plt.subplots(figsize=(9, 4.5))
   _plot_lines(ax, history, _heldout_set(latest))
   fig.tight_layout()
   fig.savefig(out_path, dpi=100)

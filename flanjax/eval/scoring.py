@@ -113,6 +113,8 @@ def summarize_task(
     "best_template": {
       "template_id": best,
       "selected_on": selected_on,
+      # True when no split apart from the reported one existed to choose on: optimistic.
+      "selected_on_report_split": selected_on == report_split,
       "scores": dict(report_scores[best]),
     },
     "score": float(report_scores[best][key]),
@@ -174,6 +176,12 @@ def aggregate_categories(
       "score": float(np.mean([t["score"] for t in ok])) if ok else None,
       "score_mean_templates": (
         float(np.mean([t["score_mean_templates"] for t in ok])) if ok else None
+      ),
+      # Accuracy of a uniform guess among the options, when every task's metric allows one.
+      "chance": (
+        float(np.mean([t["chance"] for t in ok]))
+        if ok and all(t.get("chance") is not None for t in ok)
+        else None
       ),
     }
   return categories

@@ -25,10 +25,12 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-_ENV_COORDINATOR = "FLANJAX_COORDINATOR"
-_ENV_NUM_PROCESSES = "FLANJAX_NUM_PROCESSES"
-_ENV_PROCESS_ID = "FLANJAX_PROCESS_ID"
-_ENV_LOCAL_DEVICES = "FLANJAX_LOCAL_DEVICE_IDS"
+from flanjax.train import env
+
+_ENV_COORDINATOR = env.COORDINATOR_ENV
+_ENV_NUM_PROCESSES = env.NUM_PROCESSES_ENV
+_ENV_PROCESS_ID = env.PROCESS_ID_ENV
+_ENV_LOCAL_DEVICES = env.LOCAL_DEVICE_IDS_ENV
 
 
 def _use_gloo_on_cpu() -> None:

@@ -2,9 +2,9 @@
 
 Entry point for `tools/launch.py`:
 
-    final_metrics = train(config, workdir, batch_iter, eval_fn=None)
+    final_metrics = train(run_config, workdir, batch_iter, eval_fn=None)
 
-* `config`: the ml_collections ConfigDict (read once, by `TrainConfig.from_config`).
+* `run_config`: a `flanjax.config.RunConfig` (the CLI reads the config file into it).
 * `batch_iter`: this process's stream of numpy batches (EncDecFeatureConverter keys, rows =
   train.batch_size / process_count) with `get_state()` / `set_state(dict)`; its state goes into
   every checkpoint, so a resumed run sees exactly the batches an uninterrupted one would.
@@ -18,197 +18,133 @@ tokens_per_second (non-padding input + target tokens of the global batch per sec
 time), steps_per_second and mfu (flanjax/train/flops.py FLOPs over the peak: the datasheet for
 known accelerators, else a measured f32 matmul, or `train.peak_flops_per_device`), and prints a
 progress line with the ETA. On resume, records past the restored step are dropped (they are
-recomputed identically).
-SIGTERM (preemption): the current step finishes, a checkpoint is written and `train` returns with
-`preempted=True` (the launcher then exits 0); running again resumes from it.
+recomputed identically); a run that starts from step 0 moves an old metrics.jsonl aside
+(`metrics.jsonl.old-<time>`).
+Resume restores the newest checkpoint that verifies (flanjax/train/checkpoint.py); corrupt ones
+are moved aside as `<step>.corrupt-<time>`, loudly.
+SIGTERM (preemption) or SIGINT (Ctrl-C): the current step finishes, a checkpoint is written and
+`train` returns `preempted=True, signal="SIGTERM" | "SIGINT"` (the launcher exits 0 for SIGTERM,
+130 for SIGINT); running again resumes from it. A second Ctrl-C stops at once, without saving.
+Non-finite steps: `train.non_finite="skip"` drops the update (counted in `non_finite_skips`);
+`train.max_consecutive_skips` skipped steps in a row stop the run (NonFiniteLossError) without
+saving, naming the last good checkpoint; `"stop"` saves and raises at the first one.
 
 Example:
   >>> data = SyntheticTask(batch_size=8, input_length=32, target_length=16, vocab_size=512)
-  >>> train(config, "/tmp/run", data)["step"]
+  >>> train(RunConfig.from_config_dict(config), "/tmp/run", data)["step"]
   100
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import pathlib
-import signal
-import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import jax
 import numpy as np
-from flax import linen as nn
 
 from flanjax import partitioning
+from flanjax.config import RunConfig
 from flanjax.model import t5
 from flanjax.train import distributed, flops
 from flanjax.train.checkpoint import Checkpointer
-from flanjax.train.config import TrainConfig, model_shape
+from flanjax.train.loop_io import MetricsWriter, PreemptionFlag
 from flanjax.train.optim import make_optimizer, make_schedule
 from flanjax.train.state import (
   TrainState,
-  abstract_train_state,
-  abstract_with_shardings,
   create_train_state,
+  model_shape,
+  restore_latest,
 )
-from flanjax.train.step import jit_train_step, make_train_step
+from flanjax.train.step import (
+  BATCH_KEYS,
+  PACKING_KEYS,
+  jit_train_step,
+  make_apply_fn,
+  make_train_step,
+)
 
-BATCH_KEYS = (
-  "encoder_input_tokens",
-  "decoder_input_tokens",
-  "decoder_target_tokens",
-  "decoder_loss_weights",
-)
-PACKING_KEYS = (
-  "encoder_segment_ids",
-  "decoder_segment_ids",
-  "encoder_positions",
-  "decoder_positions",
-)
 _AVERAGED = ("loss", "cross_entropy", "z_loss", "grad_norm")
 
 
 class NonFiniteLossError(FloatingPointError):
-  """Raised under `train.non_finite="stop"` after the last good state has been saved."""
-
-
-class CheckpointMismatchError(ValueError):
-  """The workdir holds a checkpoint of a different model shape."""
-
-
-class MetricsWriter:
-  """metrics.jsonl + TensorBoard, written by process 0 only."""
-
-  def __init__(self, workdir: pathlib.Path, *, resume_step: int | None):
-    self.enabled = jax.process_index() == 0
-    self.path = workdir / "metrics.jsonl"
-    self._tensorboard = None
-    if not self.enabled:
-      return
-    if resume_step is not None and self.path.exists():
-      # Steps after the restored checkpoint will be recomputed: drop their stale lines.
-      kept = [
-        line
-        for line in self.path.read_text().splitlines()
-        if line.strip() and json.loads(line).get("step", 0) <= resume_step
-      ]
-      self.path.write_text("".join(line + "\n" for line in kept))
-    self._file = self.path.open("a")
-    self._tensorboard = _import_summary_writer()(str(workdir / "tensorboard"))
-
-  def write(self, step: int, scalars: dict[str, float]) -> None:
-    if not self.enabled:
-      return
-    record = {"step": step, **scalars}
-    self._file.write(json.dumps(record) + "\n")
-    self._file.flush()
-    for name, value in scalars.items():
-      self._tensorboard.add_scalar(name, value, step)
-    self._tensorboard.flush()
-
-  def close(self) -> None:
-    if self.enabled:
-      self._file.close()
-      self._tensorboard.close()
-
-
-def _import_summary_writer():
-  """tensorboardX's SummaryWriter, imported without TensorFlow and without torch.
-
-  tensorboardX imports torch (seconds per process) only to accept torch tensors; we log floats,
-  so torch is hidden during the import unless something already imported it.
+  """A non-finite step under `train.non_finite="stop"` (after saving), or a streak of
+  `train.max_consecutive_skips` skipped steps (without saving); the message tells the whole story.
   """
-  hide_torch = "torch" not in sys.modules
-  if hide_torch:
-    sys.modules["torch"] = None  # makes `import torch` raise ImportError
-  try:
-    from tensorboardX import SummaryWriter
-  finally:
-    if hide_torch:
-      del sys.modules["torch"]
-  return SummaryWriter
 
 
-class PreemptionFlag:
-  """Set by SIGTERM; the loop checks it between steps (agreeing across processes)."""
+class _SkipStreak:
+  """Counts skipped (non-finite) steps in a row from each step's `is_finite` flag.
 
-  def __init__(self):
-    self.requested = False
-    self._previous = None
+  Flags are fetched one step late (`resolve(lag=1)`), so the host never waits for the step it
+  just dispatched. `resolve` returns the step at which `limit` steps in a row were skipped.
 
-  def __enter__(self):
-    if threading.current_thread() is threading.main_thread():
-      self._previous = signal.signal(signal.SIGTERM, self._handle)
-    return self
+  Example: limit 2, flags of steps 4, 5, 6 = True, False, False -> resolve() == 6.
+  """
 
-  def _handle(self, signum, frame):
-    del signum, frame
-    logging.warning("SIGTERM received: finishing the current step, then checkpointing")
-    self.requested = True
+  def __init__(self, limit: int, consecutive: int = 0):
+    self.limit, self.consecutive = limit, consecutive
+    self._pending: list[tuple[int, jax.Array]] = []
 
-  def __exit__(self, *exc):
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
+  def add(self, step: int, is_finite: jax.Array) -> None:
+    self._pending.append((step, is_finite))
 
-  def agreed(self) -> bool:
-    return distributed.any_process(self.requested)
-
-
-def _config_json(config: Any) -> Any:
-  if hasattr(config, "to_json_best_effort"):
-    return json.loads(config.to_json_best_effort())
-  return json.loads(json.dumps(config, default=str))
+  def resolve(self, lag: int = 0) -> int | None:
+    count = len(self._pending) - lag
+    if count <= 0:
+      return None
+    todo, self._pending = self._pending[:count], self._pending[count:]
+    for (step, _), finite in zip(todo, jax.device_get([flag for _, flag in todo]), strict=True):
+      self.consecutive = 0 if finite else self.consecutive + 1
+      if self.limit and self.consecutive >= self.limit:
+        self._pending = []
+        return step
+    return None
 
 
-def train(
-  config: Any,
-  workdir: str | pathlib.Path,
-  batch_iter: Iterator[dict[str, np.ndarray]],
-  eval_fn: Callable[[int, Any], dict[str, Any]] | None = None,
-) -> dict[str, Any]:
-  """Trains from `config` (an ml_collections ConfigDict); see the module docstring."""
-  return run(
-    TrainConfig.from_config(config),
-    workdir,
-    batch_iter,
-    eval_fn=eval_fn,
-    config_json=_config_json(config),
+def _streak_error(streak: _SkipStreak, step: int, checkpointer: Checkpointer) -> NonFiniteLossError:
+  first, good = step - streak.consecutive + 1, checkpointer.newest_good_step()
+  where = f"there is no good checkpoint in {checkpointer.directory}"
+  if good is not None:
+    where = f"the last good checkpoint is {checkpointer.directory}/{good}"
+    during = [s for s in checkpointer.all_steps() if s > good]
+    if during:
+      where += f" (move {during}, written during the streak, aside to resume from it)"
+  return NonFiniteLossError(
+    f"{streak.consecutive} steps in a row had a non-finite loss or gradient (steps {first}-{step}):"
+    f" stopped at step {step} because config.train.max_consecutive_skips={streak.limit} (0 = never"
+    f" stop). Their updates were dropped and this state was not saved; {where}. Lower"
+    f" optimizer.learning_rate or check the data near step {first} before resuming."
   )
 
 
-def _make_apply_fn(train_config: TrainConfig):
-  model = t5.T5(train_config.model)
-  enable_dropout = train_config.model.dropout_rate > 0
-
-  def apply_fn(params, batch, dropout_rng):
-    packing = {name: batch[name] for name in PACKING_KEYS if name in batch}
-    with nn.logical_axis_rules(partitioning.LOGICAL_AXIS_RULES):
-      return model.apply(
-        {"params": params},
-        batch["encoder_input_tokens"],
-        batch["decoder_input_tokens"],
-        **packing,
-        enable_dropout=enable_dropout,
-        rngs={"dropout": dropout_rng},
-      )
-
-  return apply_fn
+def _stop_error(step: int, metrics: dict[str, Any], rc: RunConfig, directory: pathlib.Path):
+  values = jax.device_get({k: metrics[k] for k in ("loss", "grad_norm", "learning_rate")})
+  return NonFiniteLossError(
+    f"non-finite loss or gradient at step {step} (loss={float(values['loss'])}, grad_norm="
+    f"{float(values['grad_norm'])}, learning_rate={float(values['learning_rate']):.3g}): stopped"
+    " because config.train.non_finite='stop'. The update was not applied; checkpoint"
+    f" {directory}/{step} holds the parameters from before it, and resuming continues after the"
+    " bad batch. To drop such updates and go on, set config.train.non_finite='skip' (the run then"
+    f" stops after config.train.max_consecutive_skips={rc.train.max_consecutive_skips} in a row);"
+    " if it recurs, lower optimizer.learning_rate or check the data near this step."
+  )
 
 
-def _load_init_from(train_config: TrainConfig) -> Any:
+def _load_init_from(rc: RunConfig) -> Any:
   from flanjax.model import hf
 
-  loaded = hf.load_pretrained(train_config.init_from, dtype=train_config.model.param_dtype)
-  if model_shape(loaded.config) != model_shape(train_config.model):
-    theirs, ours = model_shape(loaded.config), model_shape(train_config.model)
+  loaded = hf.load_pretrained(
+    rc.init_from, dtype=rc.model.param_dtype, scan_layers=rc.model.scan_layers
+  )
+  if model_shape(loaded.config) != model_shape(rc.model):
+    theirs, ours = model_shape(loaded.config), model_shape(rc.model)
     diff = {k: (theirs[k], ours[k]) for k in ours if theirs[k] != ours[k]}
     raise ValueError(
-      f"config.init_from={train_config.init_from!r} has a different model shape "
+      f"config.init_from={rc.init_from!r} has a different model shape "
       f"than config.model ({{field: (checkpoint, config)}} = {diff})"
     )
   return jax.tree.map(np.asarray, jax.device_get(loaded.params))
@@ -228,49 +164,55 @@ def _local_batch(batch: dict[str, np.ndarray], rows: int, step: int) -> dict[str
   return picked
 
 
-def run(
-  train_config: TrainConfig,
+def train(
+  run_config: RunConfig,
   workdir: str | pathlib.Path,
   batch_iter: Iterator[dict[str, np.ndarray]],
   *,
   eval_fn: Callable[[int, Any], dict[str, Any]] | None = None,
-  config_json: Any = None,
 ) -> dict[str, Any]:
-  """Trains from a `TrainConfig` (the dataclass path of `train`)."""
-  tc = train_config
-  tc.validate(jax.device_count(), jax.process_count())
+  """Trains `run_config` in `workdir` on `batch_iter`; see the module docstring."""
+  rc = run_config
+  tc = rc.train
+  rc.validate(jax.device_count(), jax.process_count())
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
-  mesh = partitioning.make_mesh(tc.mesh)
-  optimizer = make_optimizer(tc.optimizer, tc.steps)
-  schedule = make_schedule(tc.optimizer, tc.steps)
-  init_fn = lambda rng: t5.init_params(tc.model, rng)
-  logical_specs = t5.param_logical_axes(tc.model)
+  mesh = partitioning.make_mesh(rc.mesh)
+  optimizer = make_optimizer(rc.optimizer, tc.steps)
+  schedule = make_schedule(rc.optimizer, tc.steps)
+  init_fn = lambda rng: t5.init_params(rc.model, rng)
+  logical_specs = t5.param_logical_axes(rc.model)
 
   checkpointer = Checkpointer(
     workdir / "checkpoints", keep=tc.keep_checkpoints, async_save=tc.async_checkpoints
   )
-  latest = checkpointer.latest_step()
-  if latest is not None:
-    state = _restore(checkpointer, latest, tc, batch_iter, init_fn, logical_specs, optimizer, mesh)
+  try:
+    restored = restore_latest(checkpointer, rc, mesh, data_iter=batch_iter)
+  except BaseException:
+    checkpointer.close()
+    raise
+  latest = restored.step if restored else None
+  if restored:
+    state = restored.state
+    _say(f"resumed from step {latest} ({checkpointer.directory}/{latest})")
     state_shardings = jax.tree.map(lambda x: x.sharding, state)
   else:
-    initial_params = _load_init_from(tc) if tc.init_from else None
+    initial_params = _load_init_from(rc) if rc.init_from else None
     state, state_shardings = create_train_state(
       init_fn=init_fn,
       logical_specs=logical_specs,
       optimizer=optimizer,
       mesh=mesh,
-      seed=tc.seed,
+      seed=rc.seed,
       initial_params=initial_params,
     )
   train_step = jit_train_step(
     make_train_step(
-      _make_apply_fn(tc),
+      make_apply_fn(rc.model),
       optimizer,
       schedule,
-      dropout_seed=tc.seed + 1,
-      num_microbatches=tc.num_microbatches,
+      dropout_seed=rc.seed + 1,
+      num_microbatches=tc.microbatches,
       label_smoothing=tc.label_smoothing,
       z_loss=tc.z_loss,
     ),
@@ -295,22 +237,30 @@ def run(
     peak_source,
   )
 
-  def extra_for_checkpoint(step: int) -> dict[str, Any]:
+  # Skipped steps in a row so far (carried over from the checkpoint, so a resumed streak counts).
+  streak = _SkipStreak(
+    tc.max_consecutive_skips, restored.extra.get("consecutive_skips", 0) if restored else 0
+  )
+
+  def extra_for_checkpoint(step: int, state: TrainState) -> dict[str, Any]:
     local = batch_iter.get_state() if hasattr(batch_iter, "get_state") else None
     return {
       "step": step,
-      "config": config_json,
-      "train_config": tc.to_json_dict(),
-      "model_shape": model_shape(tc.model),
+      "config": rc.to_dict(),
+      "model_shape": model_shape(rc.model),
       "data_states": distributed.gather_json(local),
       "process_count": jax.process_count(),
+      "non_finite_skips": int(jax.device_get(state.non_finite_skips)),
+      "consecutive_skips": streak.consecutive,
     }
 
   saved_steps = set(checkpointer.all_steps())
 
-  def save(step: int, state: TrainState) -> None:
+  def save(step: int, state: TrainState, *, check_streak: bool = True) -> None:
+    if check_streak and streak.resolve() is not None:  # never save the state that ends a streak
+      raise _streak_error(streak, step, checkpointer)
     if step not in saved_steps:
-      checkpointer.save(step, state, extra=extra_for_checkpoint(step))
+      checkpointer.save(step, state, extra=extra_for_checkpoint(step, state))
       saved_steps.add(step)
 
   rows = tc.batch_size // jax.process_count()
@@ -321,7 +271,7 @@ def run(
   flops_per_step = None
   interval_start = time.perf_counter()
   run_start = interval_start
-  result = {"preempted": False, "data_exhausted": False}
+  result = {"preempted": False, "signal": None, "data_exhausted": False}
   with PreemptionFlag() as preemption:
     try:
       while step < tc.steps:
@@ -335,21 +285,22 @@ def run(
           input_length = batch["encoder_input_tokens"].shape[1]
           target_length = batch["decoder_target_tokens"].shape[1]
           flops_per_step = tc.batch_size * flops.train_flops_per_sequence(
-            tc.model, input_length, target_length
+            rc.model, input_length, target_length
           )
+        if step == start_step:
+          _say(f"compiling the train step (first step {step + 1} of {tc.steps})")
         state, metrics = train_step(state, partitioning.make_global_batch(batch, mesh))
         step += 1
         pending.append(metrics)
+        streak.add(step, metrics["is_finite"])
         if tc.non_finite == "stop" and not bool(jax.device_get(metrics["is_finite"])):
-          save(step, state)
+          streak.resolve()
+          save(step, state, check_streak=False)
           checkpointer.wait()
-          raise NonFiniteLossError(
-            f"non-finite loss or gradient at step {step} (loss="
-            f"{float(jax.device_get(metrics['loss']))}); stopping because "
-            f"config.train.non_finite='stop'. The update was not applied: the last good "
-            f"parameters are saved in {checkpointer.directory}/{step}. Set "
-            "config.train.non_finite='skip' to drop such updates and continue."
-          )
+          raise _stop_error(step, metrics, rc, checkpointer.directory)
+        stopped_at = streak.resolve(lag=1)
+        if stopped_at is not None:
+          raise _streak_error(streak, stopped_at, checkpointer)
         if step % tc.log_every == 0 or step == tc.steps:
           fetched = jax.device_get(pending)
           pending = []
@@ -367,6 +318,8 @@ def run(
           last_logged = scalars
           _progress(step, tc.steps, scalars, start_step, run_start)
           interval_start = time.perf_counter()
+        if tc.checkpoint_every and step % tc.checkpoint_every == 0:
+          save(step, state)  # before evaluating: a failing eval never costs the checkpoint
         if eval_fn is not None and tc.eval_every and step % tc.eval_every == 0:
           eval_scalars = {
             f"eval/{name}": float(value)
@@ -376,55 +329,35 @@ def run(
           if eval_scalars:
             writer.write(step, eval_scalars)
           interval_start = time.perf_counter()
-        if tc.checkpoint_every and step % tc.checkpoint_every == 0:
-          save(step, state)
-        if preemption.agreed():  # a collective when multi-process: every process must ask
-          logging.warning("preempted at step %d: saving and exiting", step)
-          result["preempted"] = True
+        signal_name = preemption.agreed()  # a collective when multi-process: all must ask
+        if signal_name:
+          logging.warning("%s: saving step %d and exiting", signal_name, step)
+          result.update(preempted=True, signal=signal_name)
           break
       save(step, state)
       checkpointer.wait()
-    finally:
-      checkpointer.close()
+    except BaseException:
       writer.close()
+      _close_after_error(checkpointer)
+      raise
+  writer.close()
+  checkpointer.close()
   return {"step": step, **result, **last_logged}
 
 
-def _restore(
-  checkpointer: Checkpointer,
-  step: int,
-  tc: TrainConfig,
-  batch_iter: Any,
-  init_fn: Callable,
-  logical_specs: Any,
-  optimizer: Any,
-  mesh: Any,
-) -> TrainState:
-  extra = checkpointer.read_extra(step)
-  saved_shape, wanted = extra.get("model_shape", {}), model_shape(tc.model)
-  if saved_shape != wanted:
-    diff = {k: (saved_shape.get(k), wanted[k]) for k in wanted if saved_shape.get(k) != wanted[k]}
-    raise CheckpointMismatchError(
-      f"{checkpointer.directory} holds a checkpoint (step {step}) of a different model shape "
-      f"than config.model: {{field: (checkpoint, config)}} = {diff}. Use a new workdir or set "
-      "config.model to the checkpoint's shape."
-    )
-  data_states = extra.get("data_states") or []
-  if hasattr(batch_iter, "set_state"):
-    if len(data_states) != jax.process_count():
-      raise CheckpointMismatchError(
-        f"checkpoint step {step} was written by {len(data_states)} process(es); resume it with "
-        f"the same number of processes (now {jax.process_count()})"
-      )
-    if data_states[jax.process_index()] is not None:
-      batch_iter.set_state(data_states[jax.process_index()])
-  abstract, shardings = abstract_train_state(
-    init_fn=init_fn, logical_specs=logical_specs, optimizer=optimizer, mesh=mesh
-  )
-  with jax.set_mesh(mesh):
-    state = checkpointer.restore_state(step, abstract_with_shardings(abstract, shardings))
-  logging.info("resumed from %s/%d", checkpointer.directory, step)
-  return state
+def _close_after_error(checkpointer: Checkpointer) -> None:
+  """Closes `checkpointer` while another error propagates: its own failure is only logged."""
+  try:
+    checkpointer.close()
+  except Exception as error:  # noqa: BLE001 — the error being raised matters more
+    logging.error("closing the checkpointer failed too: %s", error)
+
+
+def _say(message: str) -> None:
+  """A line for the person watching (process 0 only): what happens before the first log."""
+  logging.info(message)
+  if jax.process_index() == 0:
+    print(message, flush=True)
 
 
 def _progress(

@@ -15,16 +15,50 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
+import logging
+import pathlib
 from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import struct
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from flanjax import partitioning
+from flanjax.config import RunConfig
+from flanjax.model import t5
+from flanjax.model.config import T5Config
+from flanjax.train.checkpoint import Checkpointer, CorruptCheckpointError
+from flanjax.train.optim import make_optimizer
+
+# Fields of T5Config that decide parameter shapes: a checkpoint must agree on all of them.
+SHAPE_FIELDS = (
+  "vocab_size",
+  "d_model",
+  "d_kv",
+  "d_ff",
+  "num_layers",
+  "num_decoder_layers",
+  "num_heads",
+  "relative_attention_num_buckets",
+  "feed_forward_proj",
+  "tie_word_embeddings",
+  "scan_layers",  # stacked vs per-layer parameter trees
+)
+# Fields older checkpoints did not record, with the value they had.
+_SHAPE_DEFAULTS = {"scan_layers": False}
+
+
+class CheckpointMismatchError(ValueError):
+  """The workdir holds a checkpoint of a different model shape (or process count)."""
+
+
+def model_shape(model: T5Config) -> dict[str, Any]:
+  return {name: getattr(model, name) for name in SHAPE_FIELDS}
 
 
 @struct.dataclass
@@ -152,3 +186,142 @@ def abstract_with_shardings(abstract: Any, shardings: Any) -> Any:
     abstract,
     shardings,
   )
+
+
+def abstract_run_state(rc: RunConfig, mesh: Mesh) -> tuple[TrainState, TrainState]:
+  """(abstract TrainState, its shardings) of a run: the restore target, allocating nothing."""
+  return abstract_train_state(
+    init_fn=lambda rng: t5.init_params(rc.model, rng),
+    logical_specs=t5.param_logical_axes(rc.model),
+    optimizer=make_optimizer(rc.optimizer, rc.train.steps),
+    mesh=mesh,
+  )
+
+
+@dataclasses.dataclass(frozen=True)
+class Restored:
+  """A verified checkpoint: its state, step and JSON metadata (`extra`)."""
+
+  state: TrainState
+  step: int
+  extra: dict[str, Any]
+
+
+def _restore(
+  checkpointer: Checkpointer, step: int, rc: RunConfig, mesh: Mesh, data_iter: Any
+) -> Restored:
+  extra = checkpointer.read_extra(step)
+  saved_shape, wanted = extra.get("model_shape", {}), model_shape(rc.model)
+  saved_shape = {**_SHAPE_DEFAULTS, **saved_shape} if saved_shape else saved_shape
+  if saved_shape != wanted:
+    diff = {k: (saved_shape.get(k), wanted[k]) for k in wanted if saved_shape.get(k) != wanted[k]}
+    raise CheckpointMismatchError(
+      f"{checkpointer.directory} holds a checkpoint (step {step}) of a different model shape "
+      f"than config.model: {{field: (checkpoint, config)}} = {diff}. Use a new workdir or set "
+      "config.model to the checkpoint's shape."
+    )
+  data_states = extra.get("data_states") or []
+  wants_data = data_iter is not None and hasattr(data_iter, "set_state")
+  if wants_data and len(data_states) != jax.process_count():
+    raise CheckpointMismatchError(
+      f"checkpoint step {step} was written by {len(data_states)} process(es); resume it with "
+      f"the same number of processes (now {jax.process_count()})"
+    )
+  abstract, shardings = abstract_run_state(rc, mesh)
+  with jax.set_mesh(mesh):
+    state = checkpointer.restore_state(
+      step, abstract_with_shardings(abstract, shardings), extra=extra
+    )
+  if wants_data and data_states[jax.process_index()] is not None:
+    data_iter.set_state(data_states[jax.process_index()])  # only once the arrays verified
+  return Restored(state, step, extra)
+
+
+def restore_state(
+  checkpointer: Checkpointer, step: int, rc: RunConfig, mesh: Mesh, *, data_iter: Any = None
+) -> TrainState:
+  """The verified, sharded TrainState of checkpoint `step`, checked against `rc.model`'s shape.
+
+  With `data_iter` (anything with `set_state`), its position is restored too, so the resumed
+  stream continues exactly where the checkpointed one stopped. Raises CorruptCheckpointError
+  (naming the file or array) for a checkpoint that cannot be read or does not verify, and
+  CheckpointMismatchError for one of another model shape or process count.
+  """
+  return _restore(checkpointer, step, rc, mesh, data_iter).state
+
+
+def restore_latest(
+  checkpointer: Checkpointer, rc: RunConfig, mesh: Mesh, *, data_iter: Any = None
+) -> Restored | None:
+  """The newest checkpoint that verifies (None for a directory without checkpoints).
+
+  Each newer one that is corrupt is moved aside (`<step>.corrupt-<time>`, loudly) and the next
+  older one tried. Raises CorruptCheckpointError when checkpoints existed but none verifies.
+
+  Example: steps [5, 10] with a flipped byte in 10 -> 10 becomes `10.corrupt-...`, returns
+  Restored(step=5, ...).
+  """
+  moved = []
+  for step in reversed(checkpointer.all_steps()):
+    try:
+      restored = _restore(checkpointer, step, rc, mesh, data_iter)
+    except CorruptCheckpointError as error:
+      moved.append(checkpointer.quarantine(step, error))
+      continue
+    if moved:
+      logging.warning(
+        "fell back to checkpoint %s/%d, the newest that verifies (moved aside: %s)",
+        checkpointer.directory,
+        step,
+        ", ".join(path.name for path in moved),
+      )
+    return restored
+  if moved:
+    raise CorruptCheckpointError(
+      f"no checkpoint in {checkpointer.directory} verifies; all were moved aside "
+      f"({', '.join(path.name for path in moved)}). Rerun to start from step 0, or put back a "
+      "good copy of one of them",
+      step=-1,
+      path=checkpointer.directory,
+    )
+  return None
+
+
+def restore_params(workdir: str | pathlib.Path, step: int | None, rc: RunConfig) -> tuple[Any, int]:
+  """(host numpy parameters, step) of `workdir/checkpoints` (the newest good one for None).
+
+  The one restore path for eval, export and predict. A missing step lists the existing ones.
+  A corrupt checkpoint is moved aside; asked for by number, it raises CorruptCheckpointError
+  (a ValueError, one line naming the file); as "latest", the next older one is used, with a
+  warning. Raises FileNotFoundError / ValueError naming the directory or step to fix.
+  """
+  directory = pathlib.Path(workdir) / "checkpoints"
+  if not directory.is_dir():
+    raise FileNotFoundError(f"{directory} does not exist: train first, or pass --hf_model DIR")
+  checkpointer = Checkpointer(directory, keep=max(rc.train.keep_checkpoints, 1), async_save=False)
+  try:
+    steps = checkpointer.all_steps()
+    if not steps:
+      raise FileNotFoundError(f"{directory} holds no finished checkpoint")
+    if step is not None and step not in steps:
+      raise ValueError(f"--checkpoint {step} does not exist in {directory}; steps: {steps}")
+    rc.validate(jax.device_count(), jax.process_count())
+    mesh = partitioning.make_mesh(rc.mesh)
+    if step is None:
+      restored = restore_latest(checkpointer, rc, mesh)
+      state, step = restored.state, restored.step
+    else:
+      try:
+        state = restore_state(checkpointer, step, rc, mesh)
+      except CorruptCheckpointError as error:
+        moved = checkpointer.quarantine(step, error)
+        others = checkpointer.all_steps()
+        raise CorruptCheckpointError(
+          f"{error}; moved aside to {moved.name}. Pick another --checkpoint (steps: {others})",
+          step=step,
+          path=error.path,
+        ) from None
+    params = jax.tree.map(np.asarray, jax.device_get(state.params))
+  finally:
+    checkpointer.close()
+  return params, step

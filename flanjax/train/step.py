@@ -22,12 +22,49 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
+from flax import linen as nn
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from flanjax import partitioning
+from flanjax.model import t5
+from flanjax.model.config import T5Config
 from flanjax.train.state import TrainState
 
 ApplyFn = Callable[[Any, dict[str, jax.Array], jax.Array], jax.Array]
+# The batch keys the step reads (seqio's EncDecFeatureConverter names); packed rows add the rest.
+BATCH_KEYS = (
+  "encoder_input_tokens",
+  "decoder_input_tokens",
+  "decoder_target_tokens",
+  "decoder_loss_weights",
+)
+PACKING_KEYS = (
+  "encoder_segment_ids",
+  "decoder_segment_ids",
+  "encoder_positions",
+  "decoder_positions",
+)
+
+
+def make_apply_fn(model_config: T5Config) -> ApplyFn:
+  """`apply_fn(params, batch, dropout_rng) -> logits [batch, target_len, vocab]`: the model call
+  of the train step (dropout on when `model_config.dropout_rate > 0`, packing keys passed on)."""
+  model = t5.T5(model_config)
+  enable_dropout = model_config.dropout_rate > 0
+
+  def apply_fn(params, batch, dropout_rng):
+    packing = {name: batch[name] for name in PACKING_KEYS if name in batch}
+    with nn.logical_axis_rules(partitioning.LOGICAL_AXIS_RULES):
+      return model.apply(
+        {"params": params},
+        batch["encoder_input_tokens"],
+        batch["decoder_input_tokens"],
+        **packing,
+        enable_dropout=enable_dropout,
+        rngs={"dropout": dropout_rng},
+      )
+
+  return apply_fn
 
 
 class LossSums(NamedTuple):

@@ -1,14 +1,14 @@
-"""Packing, determinism, resume and sharding of flanjax.data.pipeline (on the toy mixture)."""
+"""Packing, determinism, resume and sharding of flanjax.data.pipeline (on the toy mixture), the
+token cache (flanjax.data.tokenize) and eval rows (flanjax.data.eval_data)."""
 
 import collections
 import json
 
 import numpy as np
 import pytest
-import seqio
 
 import mixtures  # noqa: F401  (registers the toy tasks)
-from flanjax.data import pipeline
+from flanjax.data import DEFAULT, eval_data, packing, pipeline, tokenize
 
 LENGTHS = {"inputs": 96, "targets": 16}
 
@@ -16,7 +16,7 @@ LENGTHS = {"inputs": 96, "targets": 16}
 def _iterator(**overrides):
   kwargs = dict(lengths=LENGTHS, batch_size=4, seed=3, window=48)
   kwargs.update(overrides)
-  return pipeline.make_batch_iterator(kwargs.pop("mixture", "toy"), "train", **kwargs)
+  return pipeline.make_batch_iterator(DEFAULT, kwargs.pop("mixture", "toy"), "train", **kwargs)
 
 
 def _segments(batch):
@@ -116,7 +116,7 @@ def _next_fit_rows(lengths_in, lengths_tgt, capacity):
 def test_best_fit_is_never_sparser_than_next_fit():
   rng = np.random.default_rng(0)
   lengths_in, lengths_tgt = rng.integers(1, 97, 300), rng.integers(1, 17, 300)
-  rows, in_offsets, tgt_offsets = pipeline.pack_best_fit(lengths_in, lengths_tgt, (96, 16))
+  rows, in_offsets, tgt_offsets = packing.pack_best_fit(lengths_in, lengths_tgt, (96, 16))
   assert rows.max() + 1 <= _next_fit_rows(lengths_in, lengths_tgt, (96, 16))
   for row in np.unique(rows):  # no overlap and within capacity
     mine = rows == row
@@ -192,7 +192,7 @@ def test_packed_shards_split_the_examples_of_each_window():
 
 def test_epochs_are_reshuffled_and_cover_every_example():
   iterator = pipeline.make_batch_iterator(
-    "toy_add", "train", lengths=LENGTHS, batch_size=500, seed=0, pack=False, window=500
+    DEFAULT, "toy_add", "train", lengths=LENGTHS, batch_size=500, seed=0, pack=False, window=500
   )
   epoch_1 = [
     row.tobytes() for b in (next(iterator) for _ in range(4)) for row in b["encoder_input_tokens"]
@@ -207,6 +207,7 @@ def test_epochs_are_reshuffled_and_cover_every_example():
 def test_truncation_keeps_eos():
   batch = next(
     pipeline.make_batch_iterator(
+      DEFAULT,
       "toy_sentiment",
       "train",
       batch_size=4,
@@ -219,29 +220,40 @@ def test_truncation_keeps_eos():
   assert np.all(batch["decoder_target_tokens"][:, -1] == 1)
 
 
-def test_eval_batches_are_finite_in_order_with_metadata():
-  batches = list(
-    pipeline.make_eval_batches("toy_sentiment", "validation", lengths=LENGTHS, batch_size=64)
-  )
-  assert len(batches) == 5  # 100 examples x 3 templates = 300 rows
-  assert batches[-1]["example_mask"].sum() == 300 - 4 * 64
-  first = batches[0]
-  assert list(first["template_id"][:4]) == [0, 1, 2, 0]
-  assert list(first["example_index"][:4]) == [0, 0, 0, 1]
-  assert first["options"][0] == ["positive", "negative"]
-  assert first["targets_pretokenized"][0] in ("positive", "negative")
-  vocabulary = seqio.get_mixture_or_task("toy_sentiment").output_features["inputs"].vocabulary
-  for row in range(8):
-    tokens = first["encoder_input_tokens"][row]
-    expected = list(vocabulary.encode(first["inputs_pretokenized"][row])) + [pipeline.EOS_ID]
-    assert tokens[tokens != 0].tolist() == expected
+def test_eval_rows_are_in_order_with_metadata_and_untruncated():
+  rows = eval_data.eval_rows(DEFAULT, "toy_sentiment", "validation")
+  assert len(rows) == 300  # 100 examples x 3 templates
+  assert [r.template_id for r in rows[:4]] == [0, 1, 2, 0]
+  assert [r.example_index for r in rows[:4]] == [0, 0, 0, 1]
+  assert rows[0].options == ("positive", "negative")
+  assert all(r.target in r.options for r in rows)
+  vocabulary = DEFAULT.get("toy_sentiment").output_features["inputs"].vocabulary
+  for row in rows[:8]:
+    expected = list(vocabulary.encode(row.input_text)) + [tokenize.EOS_ID]
+    assert list(row.input_ids) == expected
+  assert max(len(r.input_ids) for r in rows) > 8  # never truncated here
+  generation = eval_data.eval_rows(DEFAULT, "toy_add", "test")
+  assert generation[0].options == () and generation[0].target.isdigit()
+
+
+def test_eval_rows_keep_the_first_rows_of_each_template():
+  rows = eval_data.eval_rows(DEFAULT, "toy_sentiment", "validation", max_per_template=2)
+  assert [(r.example_index, r.template_id) for r in rows] == [
+    (0, 0),
+    (0, 1),
+    (0, 2),
+    (1, 0),
+    (1, 1),
+    (1, 2),
+  ]
+  assert rows == eval_data.eval_rows(DEFAULT, "toy_sentiment", "validation")[:6]
 
 
 def test_unknown_mixture_and_bad_lengths():
   with pytest.raises(ValueError, match="unknown mixture or task 'nope'.*toy"):
-    pipeline.make_batch_iterator("nope", "train", lengths=LENGTHS, batch_size=2)
+    pipeline.make_batch_iterator(DEFAULT, "nope", "train", lengths=LENGTHS, batch_size=2)
   with pytest.raises(ValueError, match="lengths"):
-    pipeline.make_batch_iterator("toy", "train", lengths={"inputs": 8}, batch_size=2)
+    pipeline.make_batch_iterator(DEFAULT, "toy", "train", lengths={"inputs": 8}, batch_size=2)
 
 
 def _assert_tokenized_equal(a, b):
@@ -250,29 +262,47 @@ def _assert_tokenized_equal(a, b):
 
 
 def test_fast_tokenization_matches_the_seqio_task_pipeline():
-  fast = pipeline._tokenize_rendered("toy_paraphrase_shuffle", "validation")
+  fast = tokenize.tokenize_rendered(DEFAULT, "toy_paraphrase_shuffle", "validation")
   _assert_tokenized_equal(
-    fast, pipeline._tokenize_with_seqio("toy_paraphrase_shuffle", "validation")
+    fast, tokenize.tokenize_with_seqio(DEFAULT, "toy_paraphrase_shuffle", "validation")
   )
 
 
 def test_fast_sentencepiece_tokenization_matches_seqio(tmp_path):
+  import dataclasses
   import uuid
 
-  from flanjax.data import cli, tasks, toy, vocab
+  from flanjax.data import inspect, registry, toy, vocab
 
-  model = cli.train_vocab("toy_eval_paraphrase", 150, str(tmp_path / "sp.model"))
+  model = inspect.train_vocab(DEFAULT, "toy_eval_paraphrase", 150, str(tmp_path / "sp.model"))
   name = f"test_sp_{uuid.uuid4().hex[:8]}"
-  generate, category, options, metrics, templates = toy.TOY_TASKS["toy_nli_member"]
-  tasks.register_flan_task(
-    name,
-    source=toy.ToySource(generate),
-    templates=templates,
-    category=category,
-    metrics=metrics,
-    options=options,
-    vocabulary=vocab.get_vocabulary(model),
+  (spec,) = [s for s in toy.TOY_TASKS if s.name == "toy_nli_member"]
+  registry.register_flan_tasks(
+    [dataclasses.replace(spec, name=name, vocabulary=vocab.get_vocabulary(model), family="flan")]
   )
-  fast = pipeline._tokenize_rendered(name, "test")
+  fast = tokenize.tokenize_rendered(DEFAULT, name, "test")
   assert fast is not None and fast.inputs_values.max() < 150
-  _assert_tokenized_equal(fast, pipeline._tokenize_with_seqio(name, "test"))
+  _assert_tokenized_equal(fast, tokenize.tokenize_with_seqio(DEFAULT, name, "test"))
+
+
+def test_truncation_is_counted_per_task():
+  from flanjax.data import DataContext, pipeline
+
+  it = pipeline.make_batch_iterator(
+    DataContext(toy_vocab="bytes"),
+    "toy_sentiment",
+    "train",
+    lengths={"inputs": 16, "targets": 4},
+    batch_size=4,
+  )
+  counts = it.truncation()["toy_sentiment"]
+  assert counts["examples"] == 2000
+  assert 0 < counts["inputs"] <= 2000 and 0 <= counts["targets"] <= 2000
+  roomy = pipeline.make_batch_iterator(
+    DataContext(toy_vocab="bytes"),
+    "toy_sentiment",
+    "train",
+    lengths={"inputs": 4096, "targets": 512},
+    batch_size=4,
+  )
+  assert roomy.truncation() == {}

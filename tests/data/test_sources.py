@@ -5,12 +5,7 @@ import json
 import pytest
 
 from flanjax.data import sources
-
-
-@pytest.fixture(autouse=True)
-def _reset_data_dir():
-  yield
-  sources.set_data_dir(None)
+from flanjax.data.context import DataContext
 
 
 def _write(path, lines):
@@ -19,7 +14,8 @@ def _write(path, lines):
 
 def test_missing_data_dir_names_expected_path_and_env(tmp_path, monkeypatch):
   monkeypatch.setenv(sources.DATA_DIR_ENV, str(tmp_path / "nowhere"))
-  source = sources.LocalSource("sst2")
+  data_dir = DataContext().resolved_data_dir()  # The env is read here, when data is read.
+  source = sources.bind(sources.LocalSource("sst2"), data_dir)
   assert not source.is_available()
   with pytest.raises(FileNotFoundError, match=r"nowhere/sst2.*FLANJAX_DATA_DIR"):
     source.load("train")
@@ -27,24 +23,36 @@ def test_missing_data_dir_names_expected_path_and_env(tmp_path, monkeypatch):
 
 def test_unset_data_dir_names_the_env(monkeypatch):
   monkeypatch.delenv(sources.DATA_DIR_ENV, raising=False)
-  with pytest.raises(FileNotFoundError, match="FLANJAX_DATA_DIR"):
+  with pytest.raises(FileNotFoundError, match="config.data_dir.*FLANJAX_DATA_DIR"):
     sources.LocalSource("sst2").load("train")
+  with pytest.raises(FileNotFoundError, match="config.data_dir.*FLANJAX_DATA_DIR"):
+    DataContext().resolved_data_dir()
+  assert DataContext().resolved_data_dir(required=False) is None
+  assert DataContext(data_dir="/d").resolved_data_dir() == "/d"
+
+
+def test_absolute_folder_needs_no_data_dir_and_split_map_names_files(tmp_path):
+  folder = tmp_path / "ds"
+  folder.mkdir()
+  _write(folder / "dev.jsonl", [json.dumps({"x": 1})])
+  source = sources.LocalSource(str(folder), split_map={"validation": "dev"})
+  assert sources.bind(source, "/elsewhere").load("validation") == [{"x": 1}]
+  assert source.splits == ("validation",) and source.count("validation") == 1
+  assert sources.bind(sources.LocalSource("ds"), str(tmp_path)).splits == ()
 
 
 def test_malformed_line_reports_file_and_line(tmp_path):
   (tmp_path / "ds").mkdir()
   _write(tmp_path / "ds" / "train.jsonl", [json.dumps({"a": 1}), "{not json", json.dumps({"a": 2})])
-  sources.set_data_dir(tmp_path)
   with pytest.raises(ValueError, match=r"ds/train.jsonl:2: malformed JSON"):
-    sources.LocalSource("ds").load("train")
+    sources.LocalSource("ds", data_dir=tmp_path).load("train")
 
 
 def test_empty_split_is_an_error(tmp_path):
   (tmp_path / "ds").mkdir()
   _write(tmp_path / "ds" / "validation.jsonl", [])
-  sources.set_data_dir(tmp_path)
   with pytest.raises(ValueError, match="empty"):
-    sources.LocalSource("ds").load("validation")
+    sources.bind(sources.LocalSource("ds"), str(tmp_path)).load("validation")
 
 
 def test_splits_counts_and_parquet(tmp_path):
@@ -93,7 +101,15 @@ def test_hub_mode_switches_local_or_hub_sources(tmp_path, monkeypatch):
     "json", split_map={"validation": "train"}, data_files={"train": str(tmp_path / "x.jsonl")}
   )
   source = sources.LocalOrHubSource("sst2", hub)
-  monkeypatch.setenv(sources.DATA_DIR_ENV, sources.HUB_DATA_DIR)
-  assert source.splits == ("validation",)
-  monkeypatch.setenv(sources.DATA_DIR_ENV, str(tmp_path))
-  assert source.splits == sources.SPLITS and not source.is_available()
+  assert sources.bind(source, sources.HUB_DATA_DIR).splits == ("validation",)
+  local = sources.bind(source, str(tmp_path))
+  assert local.splits == sources.SPLITS and not local.is_available()
+  monkeypatch.setenv(sources.DATA_DIR_ENV, sources.HUB_DATA_DIR)  # "hf:" through the env too
+  assert sources.bind(source, DataContext().resolved_data_dir()) is hub
+
+
+def test_non_utf8_bytes_name_the_file_and_line(tmp_path):
+  path = tmp_path / "train.jsonl"
+  path.write_bytes(b'{"a": "ok"}\n{"a": "caf\xe9"}\n')
+  with pytest.raises(ValueError, match=rf"{path}:2: not UTF-8 \(byte 0xe9 at column 11\)"):
+    sources.read_jsonl(str(path))

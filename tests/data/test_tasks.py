@@ -8,8 +8,10 @@ import pytest
 import seqio
 
 import mixtures  # noqa: F401  (registers the shipped tasks)
-from flanjax.data import sources, tasks
+from flanjax.data import DEFAULT, DataContext, registry, sources, tasks
 from mixtures import flan_mini
+
+FLAN_MINI = [spec.name for spec in flan_mini.TASKS]
 
 HAS_DATA = os.path.isdir(os.environ.get("FLANJAX_DATA_DIR", "/nonexistent"))
 needs_data = pytest.mark.skipif(not HAS_DATA, reason="FLANJAX_DATA_DIR not set (make test sets it)")
@@ -33,37 +35,56 @@ def _label(ex):
   return {**ex, "answer": ["no", "yes"][ex["label"]]}
 
 
-def test_template_with_missing_field_fails_at_registration(dataset):
+def test_template_with_missing_field_fails_at_first_use(dataset):
   name = _name()
+  registry.register_flan_task(  # Registration reads no file: the check runs on first use.
+    name,
+    source=dataset,
+    category="sentiment",
+    metrics=["accuracy"],
+    preprocess=_label,
+    templates=[("{text}", "{answer}"), ("{sentence}?", "{answer}")],
+    options=["no", "yes"],
+  )
+  for _ in range(2):  # Still raising the second time (nothing half-rendered is cached).
+    with pytest.raises(ValueError, match=rf"task '{name}': template 1 .*\['sentence'\]"):
+      DEFAULT.rendered_split(name, "validation")
   with pytest.raises(ValueError, match=rf"task '{name}': template 1 .*\['sentence'\]"):
-    tasks.register_flan_task(
-      name,
-      source=dataset,
-      category="sentiment",
-      metrics=["accuracy"],
-      preprocess=_label,
-      templates=[("{text}", "{answer}"), ("{sentence}?", "{answer}")],
-      options=["no", "yes"],
-    )
-  assert name not in seqio.TaskRegistry.names()
+    next(DEFAULT.get(name).get_dataset(None, "train").as_numpy_iterator())
 
 
-def test_label_outside_options_fails_at_registration(dataset):
+def test_label_outside_options_fails_at_first_use(dataset):
+  name = _name()
+  registry.register_flan_task(
+    name,
+    source=dataset,
+    category="sentiment",
+    metrics=["accuracy"],
+    preprocess=_label,
+    templates=[("{text}", "{answer}")],
+    options=["negative", "positive"],
+  )
   with pytest.raises(ValueError, match="not one of the options"):
-    tasks.register_flan_task(
-      _name(),
-      source=dataset,
-      category="sentiment",
-      metrics=["accuracy"],
-      preprocess=_label,
-      templates=[("{text}", "{answer}")],
-      options=["negative", "positive"],
-    )
+    DEFAULT.rendered_split(name, "train")
+
+
+def test_undeclared_per_example_options_are_caught_at_first_use(dataset):
+  name = _name()
+  registry.register_flan_task(
+    name,
+    source=dataset,
+    category="misc",
+    metrics=["accuracy"],
+    preprocess=lambda ex: {**_label(ex), "options": ["no", "yes"]},
+    templates=[("{text}", "{answer}")],
+  )
+  with pytest.raises(ValueError, match="has_options=True"):
+    DEFAULT.rendered_split(name, "validation")
 
 
 def test_unknown_category_lists_known_ones(dataset):
   with pytest.raises(ValueError, match="unknown category 'sports'.*natural_language_inference"):
-    tasks.register_flan_task(
+    registry.register_flan_task(
       _name(),
       source=dataset,
       category="sports",
@@ -77,14 +98,14 @@ def test_duplicate_registration_raises(dataset):
   kwargs = dict(
     source=dataset, category="misc", metrics=["exact_match"], templates=[("{text}", "{label}")]
   )
-  tasks.register_flan_task(name, **kwargs)
+  registry.register_flan_task(name, **kwargs)
   with pytest.raises(ValueError, match="already registered"):
-    tasks.register_flan_task(name, **kwargs)
+    registry.register_flan_task(name, **kwargs)
 
 
 def test_registered_task_yields_rendered_examples_with_metadata(dataset):
   name = _name()
-  tasks.register_flan_task(
+  registry.register_flan_task(
     name,
     source=dataset,
     category="sentiment",
@@ -119,7 +140,7 @@ def test_registered_task_yields_rendered_examples_with_metadata(dataset):
 
 def test_few_shot_task_draws_exemplars_from_train(dataset):
   name = _name()
-  tasks.register_flan_task(
+  registry.register_flan_task(
     name,
     source=dataset,
     category="misc",
@@ -127,7 +148,7 @@ def test_few_shot_task_draws_exemplars_from_train(dataset):
     templates=[("Q: {text}", "{label}")],
     num_shots=2,
   )
-  rendered = tasks.get_task_spec(name).render_split("train")
+  rendered = DEFAULT.rendered_split(name, "train")
   for prompt, index in zip(rendered["inputs"], rendered["example_index"], strict=True):
     shots = prompt.split("\n\n")
     assert len(shots) == 3 and shots[-1] == f"Q: text {index}"
@@ -137,7 +158,7 @@ def test_few_shot_task_draws_exemplars_from_train(dataset):
 def test_missing_data_dir_does_not_break_registration_but_use_names_env(tmp_path, monkeypatch):
   monkeypatch.setenv(sources.DATA_DIR_ENV, str(tmp_path / "absent"))
   name = _name()
-  tasks.register_flan_task(
+  registry.register_flan_task(
     name,
     source="sst2",
     category="sentiment",
@@ -145,14 +166,18 @@ def test_missing_data_dir_does_not_break_registration_but_use_names_env(tmp_path
     templates=[("{sentence}", "{label}")],
   )
   with pytest.raises(FileNotFoundError, match=r"absent/sst2.*FLANJAX_DATA_DIR"):
-    tasks.get_task_spec(name).render_split("train")
+    DEFAULT.rendered_split(name, "train")
+  with pytest.raises(FileNotFoundError, match=r"elsewhere/sst2.*FLANJAX_DATA_DIR"):
+    DataContext(data_dir=str(tmp_path / "elsewhere")).rendered_split(name, "train")
 
 
 def test_unknown_mixture_lists_known_ones():
+  with pytest.raises(ValueError, match="unknown mixture or task 'flan_maxi'.*flan_mini.*sst2"):
+    DEFAULT.get("flan_maxi")
   with pytest.raises(ValueError, match="unknown mixture or task 'flan_maxi'.*flan_mini"):
-    tasks.get_mixture_or_task("flan_maxi")
+    DataContext(toy_vocab="bytes").task_names("flan_maxi")
   with pytest.raises(ValueError, match="unknown category"):
-    tasks.excluded_categories("sports")
+    registry.excluded_categories("sports")
 
 
 def test_categories_are_flan_2021_clusters():
@@ -161,30 +186,33 @@ def test_categories_are_flan_2021_clusters():
 
 @pytest.mark.parametrize("prefix", ["flan_mini", "toy"])
 def test_holdout_mixtures_exclude_what_flan_excludes(prefix):
-  members = tasks.task_names_of(prefix)
+  members = DEFAULT.task_names(prefix)
   categories = {tasks.get_task_info(n).category for n in members}
   for category in categories:
-    held_out = tasks.excluded_categories(category)
+    held_out = registry.excluded_categories(category)
     kept = {
-      tasks.get_task_info(n).category for n in tasks.task_names_of(f"{prefix}_holdout_{category}")
+      tasks.get_task_info(n).category for n in DEFAULT.task_names(f"{prefix}_holdout_{category}")
     }
     assert not kept & held_out
     assert kept == categories - held_out
     evaluated = {
-      tasks.get_task_info(n).category for n in tasks.task_names_of(f"{prefix}_eval_{category}")
+      tasks.get_task_info(n).category for n in DEFAULT.task_names(f"{prefix}_eval_{category}")
     }
     assert evaluated == {category}
-  assert tasks.excluded_categories("natural_language_inference") == {
+  assert registry.excluded_categories("natural_language_inference") == {
     "natural_language_inference",
     "paraphrase",
   }
-  assert tasks.excluded_categories("commonsense") == {"commonsense", "read_comp_with_commonsense"}
-  assert "read_comp_with_commonsense" in tasks.excluded_categories("reading_comprehension")
+  assert registry.excluded_categories("commonsense") == {
+    "commonsense",
+    "read_comp_with_commonsense",
+  }
+  assert "read_comp_with_commonsense" in registry.excluded_categories("reading_comprehension")
 
 
 def test_flan_mini_has_a_task_per_dataset_with_five_templates():
-  assert set(tasks.task_names_of("flan_mini")) == set(flan_mini.TASKS)
-  for name in flan_mini.TASKS:
+  assert set(DEFAULT.task_names("flan_mini")) == set(FLAN_MINI)
+  for name in FLAN_MINI:
     info = tasks.get_task_info(name)
     assert len(info.eval_template_ids) >= 5, name
 
@@ -193,20 +221,19 @@ def test_flan_mini_has_a_task_per_dataset_with_five_templates():
 def test_every_shipped_task_matches_the_manifest():
   with open(os.path.join(os.environ["FLANJAX_DATA_DIR"], "MANIFEST.json")) as handle:
     manifest = {entry["name"]: entry for entry in json.load(handle)}
-  assert set(manifest) <= set(flan_mini.TASKS)
+  assert set(manifest) <= set(FLAN_MINI)
   for name, entry in manifest.items():
     assert tasks.get_task_info(name).category == entry["category"], name
 
 
 @needs_data
-@pytest.mark.parametrize("name", sorted(flan_mini.TASKS))
+@pytest.mark.parametrize("name", sorted(FLAN_MINI))
 def test_every_shipped_task_yields_examples(name):
   task = seqio.get_mixture_or_task(name)
-  spec = tasks.get_task_spec(name)
   info = tasks.get_task_info(name)
   for split in task.splits:
-    rendered = spec.render_split(split)
-    count = spec.source.count(split)
+    rendered = DEFAULT.rendered_split(name, split)
+    count = DEFAULT.bound_source(name).count(split)
     per_example = 1 if split == "train" else len(info.eval_template_ids)
     assert len(rendered["inputs"]) == count * per_example
     assert all(rendered["inputs"]) and all(isinstance(t, str) for t in rendered["targets"])
@@ -222,15 +249,16 @@ def test_every_shipped_task_yields_examples(name):
 def test_examples_proportional_rates_with_cap():
   mixture = seqio.get_mixture_or_task("flan_mini")
   rates = {t.name: mixture.get_rate(t) for t in mixture.tasks}
-  assert rates["sst2"] == 3000.0 and rates["cb"] == 250.0 and rates["nq_open"] == 0.0
-  rate = tasks.examples_proportional_rate(cap=3000, temperature=2.0)
+  # cb trains on 188 of its 250 rows: the last 62 are its template-selection split.
+  assert rates["sst2"] == 3000.0 and rates["cb"] == 188.0 and rates["nq_open"] == 0.0
+  rate = registry.examples_proportional_rate(cap=3000, temperature=2.0)
   assert rate(seqio.get_mixture_or_task("sst2")) == pytest.approx(3000**0.5)
 
 
 def test_has_options_is_declared_when_the_data_is_not_reachable(tmp_path, monkeypatch):
   monkeypatch.setenv(sources.DATA_DIR_ENV, str(tmp_path / "absent"))
   name = _name()
-  tasks.register_flan_task(
+  registry.register_flan_task(
     name,
     source="copa",
     category="commonsense",
@@ -249,7 +277,7 @@ def test_input_inversion_is_optional(dataset):
   templates = [("{text}", "{answer}"), inverted("Write text whose answer is {answer}", "{text}")]
   names = [_name(), _name()]
   for name, inversion in zip(names, (True, False), strict=True):
-    tasks.register_flan_task(
+    registry.register_flan_task(
       name,
       source=dataset,
       category="misc",
@@ -261,5 +289,5 @@ def test_input_inversion_is_optional(dataset):
   assert tasks.get_task_info(names[0]).template_ids == (0, 1)
   assert tasks.get_task_info(names[1]).template_ids == (0,)
   assert tasks.get_task_info(names[0]).eval_template_ids == (0,)
-  rendered = tasks.get_task_spec(names[1]).render_split("train")
+  rendered = DEFAULT.rendered_split(names[1], "train")
   assert set(rendered["template_id"]) == {0}

@@ -105,3 +105,16 @@ def test_missing_field_check_names_task_template_and_field():
 def test_options_serialisation_round_trip():
   assert T.split_options(T.join_options(["a b", "c"])) == ["a b", "c"]
   assert T.split_options(b"") == [] and T.join_options(None) == ""
+
+
+def test_jinja_templates_are_sandboxed(tmp_path):
+  marker = tmp_path / "pwned"
+  command = f"touch {marker}"
+  attack = "{{ cycler.__init__.__globals__.os.popen('" + command + "').read() }} ||| {{ a }}"
+  template = T.parse_template(attack, 0)
+  with pytest.raises(ValueError, match="template 0 is unsafe and was not run"):
+    template.render({"a": "x"})
+  assert not marker.exists()  # the shell command never ran
+  # Ordinary Jinja (filters, indexing, conditionals) still works.
+  ok = T.parse_template("{{ a|upper }} {{ b[0] }}{% if c %}!{% endif %} ||| {{ a }}", 1)
+  assert ok.render({"a": "x", "b": ["y"], "c": True}) == ("X y!", "x")

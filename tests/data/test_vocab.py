@@ -4,16 +4,26 @@ import pytest
 import seqio
 
 from flanjax.data import vocab
+from flanjax.data.context import DataContext
 
 
 def test_vocabulary_resolution(tmp_path, monkeypatch):
-  monkeypatch.delenv(vocab.VOCAB_ENV, raising=False)
+  monkeypatch.setenv("FLANJAX_VOCAB", str(tmp_path / "missing.model"))  # No longer read.
   assert isinstance(vocab.get_vocabulary(), seqio.ByteVocabulary)
+  assert isinstance(DataContext().vocabulary(), seqio.ByteVocabulary)
   with pytest.raises(FileNotFoundError, match="spiece.model"):
     vocab.get_vocabulary(tmp_path)
-  monkeypatch.setenv(vocab.VOCAB_ENV, str(tmp_path / "missing.model"))
-  with pytest.raises(FileNotFoundError, match="FLANJAX_VOCAB"):
-    vocab.get_vocabulary()
+  with pytest.raises(FileNotFoundError, match="missing.model.*config.vocab"):
+    DataContext(vocab=str(tmp_path / "missing.model")).vocabulary()
+
+
+def test_lazy_vocabulary_builds_on_first_use():
+  built = []
+  lazy = vocab.LazyVocabulary(lambda: built.append(1) or seqio.ByteVocabulary(), "bytes")
+  assert built == []
+  assert lazy.encode("ab") == [100, 101] and lazy.vocab_size == 259 and lazy.eos_id == 1
+  assert lazy.decode([100, 101, 1, 5]) == "ab" and built == [1]
+  assert vocab.resolve(lazy) == seqio.ByteVocabulary()
 
 
 def test_sentencepiece_training_conventions(tmp_path):
@@ -32,3 +42,5 @@ def test_sentencepiece_training_conventions(tmp_path):
   (tmp_path / "pretrained").mkdir()
   (tmp_path / "pretrained" / "spiece.model").write_bytes((tmp_path / "v.model").read_bytes())
   assert vocab.get_vocabulary(tmp_path / "pretrained").vocab_size == pieces + 100
+  assert DataContext(vocab=str(tmp_path / "pretrained")).vocabulary().vocab_size == pieces + 100
+  assert vocab.get_vocabulary(path) is vocab.get_vocabulary(path)  # one object per file

@@ -1,5 +1,6 @@
 """evaluate() end to end on hand-built EvalTasks with a tiny random T5 (no TensorFlow here)."""
 
+import dataclasses
 import doctest
 import json
 
@@ -7,9 +8,10 @@ import jax
 import numpy as np
 import pytest
 
+from flanjax.config import EvalConfig
 from flanjax.eval import evaluate as evaluate_lib
-from flanjax.eval import rank
-from flanjax.eval.evaluate import EvalExample, EvalTask
+from flanjax.eval import rank, scoring
+from flanjax.eval.tasks import EvalExample, EvalTask, limit_per_template
 from flanjax.model.config import T5Config
 from flanjax.model.hf import T5Model
 
@@ -65,11 +67,21 @@ def _task(
   }
 
   def load(split, max_examples):
-    return evaluate_lib._limit_per_template(data.get(split, []), max_examples)
+    return limit_per_template(data.get(split, []), max_examples)
 
   return EvalTask(
-    name=name, category=category, metric_names=tuple(metric_names), splits=tuple(splits), load=load
+    name=name,
+    category=category,
+    metric_names=tuple(metric_names),
+    splits=tuple(splits),
+    load=load,
+    vocabulary=VOCAB,
   )
+
+
+def _cfg(**kwargs):
+  """EvalConfig with this file's small shapes (batch 4, inputs 16, targets 8) unless given."""
+  return EvalConfig(**{"batch_size": 4, "input_length": 16, "target_length": 8, **kwargs})
 
 
 def _toy_tasks():
@@ -81,7 +93,7 @@ def _toy_tasks():
       "natural_language_inference",
       ["accuracy"],
       ["yes", "no"],
-      splits=("train", "validation"),
+      splits=("selection", "validation"),  # no test: FLAN's selection split chooses
       seed=20,
     ),
   ]
@@ -92,12 +104,9 @@ def test_report_numbers_follow_the_model(model, tmp_path):
   report = evaluate_lib.evaluate(
     model,
     tasks,
-    split="test",
+    _cfg(split="test"),
     out_dir=tmp_path / "eval" / "step_3",
     step=3,
-    batch_size=4,
-    lengths=(16, 8),
-    vocabulary=VOCAB,
     heldout_categories=["natural_language_inference"],
   )
   assert report["errors"] == {}
@@ -132,10 +141,22 @@ def test_report_numbers_follow_the_model(model, tmp_path):
 
   # A task without a test split is reported on validation, and says so.
   glue = report["tasks"]["glue_like"]
-  assert glue["split"] == "validation" and glue["best_template"]["selected_on"] == "validation"
+  assert glue["split"] == "validation" and glue["best_template"]["selected_on"] == "selection"
+  assert glue["best_template"]["selected_on_report_split"] is False
   nli = report["categories"]["natural_language_inference"]
   assert nli["heldout"] is True and report["categories"]["summarization"]["heldout"] is False
   assert nli["score"] == pytest.approx((task["score"] + glue["score"]) / 2)
+  assert nli["chance"] == pytest.approx((100 / 3 + 100 / 2) / 2)  # 3 and 2 options
+  assert report["categories"]["summarization"]["chance"] is None  # decoded: no chance level
+
+
+def test_a_task_with_nothing_to_choose_on_says_so(model, tmp_path):
+  only_test = _task("only_test", "sentiment", ["accuracy"], ["yes", "no"], splits=("test",))
+  report = evaluate_lib.evaluate(model, [only_test], _cfg(split="test"), out_dir=tmp_path)
+  best = report["tasks"]["only_test"]["best_template"]
+  assert best["selected_on"] == "test" and best["selected_on_report_split"] is True
+  markdown = (tmp_path / "report.md").read_text()
+  assert "(test ⚠)" in markdown and "rows marked ⚠" in markdown
 
 
 def test_failure_in_one_task_keeps_the_others(model):
@@ -144,10 +165,8 @@ def test_failure_in_one_task_keeps_the_others(model):
   def broken(split, max_examples):
     raise RuntimeError("disk on fire")
 
-  tasks.append(EvalTask("broken", "sentiment", ("accuracy",), ("test",), broken))
-  report = evaluate_lib.evaluate(
-    model, tasks, split="test", batch_size=4, lengths=(16, 8), vocabulary=VOCAB
-  )
+  tasks.append(EvalTask("broken", "sentiment", ("accuracy",), ("test",), broken, VOCAB))
+  report = evaluate_lib.evaluate(model, tasks, _cfg(split="test"))
   assert report["errors"] == {"broken": "RuntimeError: disk on fire"}
   assert report["categories"]["sentiment"]["score"] is None
   assert report["tasks"]["yes_no"]["score"] is not None
@@ -156,22 +175,27 @@ def test_failure_in_one_task_keeps_the_others(model):
 
 def test_bad_input_errors(model):
   with pytest.raises(ValueError, match="task 'nometrics'.*declares no metrics"):
-    evaluate_lib.evaluate(model, [_task("nometrics", "sentiment", [], ["yes"])], vocabulary=VOCAB)
+    evaluate_lib.evaluate(model, [_task("nometrics", "sentiment", [], ["yes"])], _cfg())
   with pytest.raises(ValueError, match="task 'bad'.*unknown metric name.*'meteor'"):
-    evaluate_lib.evaluate(model, [_task("bad", "sentiment", ["meteor"], ["yes"])], vocabulary=VOCAB)
+    evaluate_lib.evaluate(model, [_task("bad", "sentiment", ["meteor"], ["yes"])], _cfg())
   with pytest.raises(evaluate_lib.NoExamplesError, match="no examples in split 'dev'.*yes_no"):
-    evaluate_lib.evaluate(model, _toy_tasks(), split="dev", vocabulary=VOCAB)
+    evaluate_lib.evaluate(model, _toy_tasks(), _cfg(split="dev"))
   empty = _task("empty", "sentiment", ["accuracy"], ["yes"], num=0)
   with pytest.raises(evaluate_lib.NoExamplesError, match="'empty' has no examples in split"):
-    evaluate_lib.evaluate(model, [empty], split="test", vocabulary=VOCAB)
+    evaluate_lib.evaluate(model, [empty], _cfg(split="test"))
   with pytest.raises(ValueError, match="no tasks"):
-    evaluate_lib.evaluate(model, [], vocabulary=VOCAB)
+    evaluate_lib.evaluate(model, [], _cfg())
 
   class BigVocabulary(WordVocabulary):
     vocab_size = 32128
 
+  big = [dataclasses.replace(t, vocabulary=BigVocabulary()) for t in _toy_tasks()]
   with pytest.raises(ValueError, match="32128 ids but the model's vocab_size is 32"):
-    evaluate_lib.evaluate(model, _toy_tasks(), vocabulary=BigVocabulary())
+    evaluate_lib.evaluate(model, big, _cfg())
+  with pytest.raises(ValueError, match="eval_config needs positive lengths"):
+    evaluate_lib.evaluate(model, _toy_tasks(), EvalConfig())
+  with pytest.raises(TypeError, match="needs a flanjax.model.hf.T5Model"):
+    evaluate_lib.evaluate(model.params, _toy_tasks(), _cfg())
 
 
 def test_a_category_does_not_recompile_per_batch(model):
@@ -182,11 +206,11 @@ def test_a_category_does_not_recompile_per_batch(model):
       compiles.append(event)
 
   # batch_size 3 is used by no other test, so the warm-up has programs to compile.
-  kwargs = dict(split="test", batch_size=3, lengths=(16, 8), vocabulary=VOCAB)
+  cfg = _cfg(split="test", batch_size=3)
   jax.monitoring.register_event_duration_secs_listener(listener)
   try:
     # Warm up the programs of this category's shapes (2 batches per split and task).
-    evaluate_lib.evaluate(model, _toy_tasks()[:2], max_examples=4, **kwargs)
+    evaluate_lib.evaluate(model, _toy_tasks()[:2], dataclasses.replace(cfg, max_examples=4))
     assert compiles, "the compile listener saw nothing: the check below would prove nothing"
     compiles.clear()
     # More batches (6 per split) of other examples with the same buckets: nothing to compile.
@@ -202,7 +226,7 @@ def test_a_category_does_not_recompile_per_batch(model):
       ),
       _task("copy_two", "summarization", ["rouge"], [], num=12, seed=7, length=7),
     ]
-    report = evaluate_lib.evaluate(model, more, **kwargs)
+    report = evaluate_lib.evaluate(model, more, cfg)
   finally:
     jax.monitoring.unregister_event_duration_listener(listener)
   assert report["errors"] == {}
@@ -214,11 +238,8 @@ def test_summary_scalars_and_eval_fn(model, tmp_path):
     model.config,
     _toy_tasks()[:2],
     tmp_path,
+    _cfg(max_examples=2),
     heldout_categories=["summarization"],
-    batch_size=4,
-    lengths=(16, 8),
-    vocabulary=VOCAB,
-    max_examples=2,
   )
   scalars = eval_fn(10, model.params)
   assert set(scalars) == {
@@ -235,28 +256,34 @@ def test_summary_scalars_and_eval_fn(model, tmp_path):
 @pytest.mark.slow
 def test_seqio_toy_mixtures_end_to_end(tmp_path):
   import mixtures  # noqa: F401  (registers the toy tasks and mixtures)
+  from flanjax.data import DataContext
   from flanjax.data import tasks as data_tasks
   from flanjax.eval import metrics
+  from flanjax.eval.tasks import categories_of, registry_eval_tasks
 
   config = T5Config.tiny(vocab_size=384, d_model=32, d_kv=8, d_ff=64, num_layers=1, num_heads=4)
   model = T5Model.init(config)
-  eval_tasks = evaluate_lib.seqio_eval_tasks("toy_eval_sentiment") + evaluate_lib.seqio_eval_tasks(
-    "toy_eval_misc"
+  ctx = DataContext()
+  names = ["toy_eval_sentiment", "toy_eval_misc", "toy_eval_sentiment"]
+  eval_tasks = registry_eval_tasks(ctx, names)  # the repeated mixture's tasks are kept once
+  separately = registry_eval_tasks(ctx, names[:1]) + registry_eval_tasks(ctx, names[1:2])
+  assert [t.name for t in eval_tasks] == [t.name for t in separately]
+  heldout = scoring.heldout_categories(
+    categories_of(ctx, "toy_holdout_sentiment"), [t.category for t in eval_tasks]
   )
-  assert evaluate_lib.heldout_categories_of("toy_holdout_sentiment", eval_tasks) == ["sentiment"]
-  # Inputs re-encoded with an explicitly given vocabulary equal seqio's tokenisation.
-  vocabulary = evaluate_lib.seqio_vocabulary("toy_eval_misc")
-  reencoded = evaluate_lib.seqio_eval_tasks("toy_eval_misc", vocabulary)[0].load("test", 2)
-  assert reencoded == eval_tasks[2].load("test", 2) and len(reencoded) > 2
+  assert heldout == ["sentiment"]
+  # The inputs are the rendered prompts tokenised with the task's vocabulary (EOS appended).
+  examples = eval_tasks[2].load("test", 2)
+  assert len(examples) > 2 and all(e.input_ids[-1] == 1 for e in examples)
+  vocabulary = eval_tasks[2].vocabulary
+  assert list(examples[0].input_ids[:-1]) == list(vocabulary.encode(examples[0].input_text))
   report = evaluate_lib.evaluate(
     model,
-    ["toy_eval_sentiment", "toy_eval_misc", "toy_eval_sentiment"],
-    split="test",
+    eval_tasks,
+    EvalConfig(split="test", max_examples=3, batch_size=8, input_length=128, target_length=16),
     out_dir=tmp_path,
-    train_mixture="toy_holdout_sentiment",
-    max_examples=3,
-    batch_size=8,
-    lengths=(128, 16),
+    heldout_categories=heldout,
+    label=",".join(names),
   )
   assert report["mixture"] == "toy_eval_sentiment,toy_eval_misc,toy_eval_sentiment"
   assert report["heldout_categories"] == ["sentiment"]
@@ -289,26 +316,41 @@ def test_flan_mini_nli_without_test_split_is_reported_on_validation(tmp_path):
   if not data_dir or not os.path.isdir(os.path.join(data_dir, "rte")):
     pytest.skip("FLANJAX_DATA_DIR with the real datasets is not set")
   import mixtures  # noqa: F401
+  from flanjax.data import DataContext
+  from flanjax.eval.tasks import registry_eval_tasks
 
   config = T5Config.tiny(vocab_size=384, d_model=32, d_kv=8, d_ff=64, num_layers=1, num_heads=4)
-  report = evaluate_lib.evaluate(
-    T5Model.init(config),
-    "flan_mini_eval_natural_language_inference",
-    split="test",
-    max_examples=2,
-    batch_size=8,
-    lengths=(256, 16),
+  tasks = registry_eval_tasks(
+    DataContext(data_dir=data_dir), ["flan_mini_eval_natural_language_inference"]
   )
+  cfg = EvalConfig(split="test", max_examples=2, batch_size=8, input_length=256, target_length=16)
+  report = evaluate_lib.evaluate(T5Model.init(config), tasks, cfg)
   assert report["errors"] == {}
   for task in report["tasks"].values():
     assert task["split"] == "validation"
     assert set(task["num_examples"]["validation"].values()) == {2}
   with pytest.raises(evaluate_lib.NoExamplesError, match="no examples in split 'dev'"):
-    evaluate_lib.evaluate(
-      T5Model.init(config), "flan_mini_eval_natural_language_inference", split="dev"
-    )
+    evaluate_lib.evaluate(T5Model.init(config), tasks, dataclasses.replace(cfg, split="dev"))
 
 
 def test_docstring_examples():
   result = doctest.testmod(evaluate_lib)
   assert result.attempted >= 1 and result.failed == 0
+
+
+def test_long_inputs_are_cut_with_their_eos_and_counted(model, tmp_path):
+  long_task = _task("copy_long", "summarization", ["rouge"], [], num=3, length=20)
+  report = evaluate_lib.evaluate(
+    model, [long_task], _cfg(input_length=8), out_dir=tmp_path, heldout_categories=()
+  )
+  task = report["tasks"]["copy_long"]
+  assert task["truncated"] == {"validation": 6, "test": 6}  # 3 examples x 2 templates each
+  # The prediction is the model's output on the first 7 tokens + EOS (not the first 8 tokens).
+  sample = task["samples"][0]
+  ids = VOCAB.encode(sample["input"])[:7] + [1]
+  generated = model.generate(np.asarray([ids]), max_new_tokens=8)[0]
+  assert sample["prediction"] == VOCAB.decode(evaluate_lib._strip(generated, 1))
+  markdown = (tmp_path / "report.md").read_text()
+  assert (
+    "Truncated inputs (cut to 8 tokens, EOS kept)" in markdown and "`copy_long`: 12" in markdown
+  )

@@ -56,7 +56,38 @@ def test_squad_normalisation_exact_match_and_f1():
   # "new york city" vs "in new york": common 2, precision 2/3, recall 2/3 → F1 2/3.
   assert metrics.token_f1(["new york city"], ["in new york"])["f1"] == pytest.approx(200 / 3)
   assert metrics.token_f1([["nope", "new york city"]], ["new york city"])["f1"] == 100.0
-  assert metrics.squad(["a"], ["the"]) == {"exact_match": 100.0, "f1": 100.0}
+  # Both sides normalise to nothing: exact match, but F1 0 as t5 scores it (no shared token).
+  assert metrics.squad(["a"], ["the"]) == {"exact_match": 100.0, "f1": 0.0}
+
+
+def test_trivia_qa_normalisation_matches_flan_for_natural_questions():
+  # TriviaQA normalisation replaces punctuation by a space; SQuAD's deletes it.
+  assert metrics.normalize_trivia_qa("Jean-Paul Sartre's") == "jean paul sartre s"
+  assert metrics.normalize_answer("Jean-Paul Sartre's") == "jeanpaul sartres"
+  scores = metrics.trivia_qa(
+    [["Jean Paul Sartre", "Sartre"], ["1969"]], ["jean-paul sartre", "1970"]
+  )
+  assert scores == {"exact_match": 50.0, "f1": 50.0}
+  assert metrics.exact_match([["Jean Paul Sartre"]], ["jean-paul sartre"])["exact_match"] == 0.0
+
+
+def test_glue_f1_counts_invalid_predictions_wrong_and_macro_f1_uses_the_option_set():
+  options = ["no", "yes"]
+  # gold yes,yes,no,no; predicted yes,maybe(invalid → wrong),yes,no: tp 1, fp 1, fn 1 → F1 50.
+  assert metrics.glue_f1(["yes", "yes", "no", "no"], ["yes", "maybe", "yes", "no"], options) == {
+    "f1": 50.0
+  }
+  # An invalid prediction on a "no" example is a false positive, never a free true negative.
+  assert metrics.glue_f1(["no", "yes"], ["maybe", "yes"], options)["f1"] == pytest.approx(200 / 3)
+  with pytest.raises(ValueError, match="needs the task's options"):
+    metrics.glue_f1(["yes"], ["yes"])
+  # A capped sample without any "c" gold: FLAN still averages over every class of the task.
+  targets, predictions = ["a", "a", "b"], ["a", "b", "b"]
+  assert metrics.macro_f1(targets, predictions)["macro_f1"] == pytest.approx(200 / 3)
+  with_c = metrics.macro_f1(targets, predictions, options=["a", "b", "c"])["macro_f1"]
+  assert with_c == pytest.approx(400 / 9)
+  scores = metrics.compute_metrics(["accuracy", "macro_f1"], targets, predictions, ["a", "b", "c"])
+  assert scores["macro_f1"] == pytest.approx(400 / 9)
 
 
 def test_accuracy_and_macro_f1():

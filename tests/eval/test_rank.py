@@ -1,6 +1,5 @@
 """Rank classification against brute-force per-option scoring and a model fine-tuned in the test."""
 
-import dataclasses
 import doctest
 import functools
 
@@ -13,16 +12,9 @@ import pytest
 from flanjax.eval import rank
 from flanjax.model import t5 as t5_lib
 from flanjax.model.config import T5Config
+from flanjax.model.hf import T5Model
 
 EOS = 1
-
-
-@dataclasses.dataclass
-class TinyModel:
-  """The part of the T5Model contract rank classification uses."""
-
-  config: T5Config
-  params: dict
 
 
 def _tiny_config(**overrides):
@@ -51,7 +43,7 @@ def _brute_force_score(config, params, input_ids, option_ids):
 @pytest.fixture(scope="module")
 def random_model():
   config = _tiny_config()
-  return TinyModel(config, _init_params(config, jax.random.PRNGKey(3)))
+  return T5Model(config, _init_params(config, jax.random.PRNGKey(3)))
 
 
 def _random_problem(num_examples, seed=0, vocab=64):
@@ -153,12 +145,12 @@ def test_fine_tuned_model_prefers_the_trained_option():
     updates, opt_state = optimizer.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, loss
 
-  model = TinyModel(config, params)
+  model = T5Model(config, params)
   before = rank.rank_classify(model, inputs, [[yes, no]] * len(inputs), batch_size=16)
   for _ in range(300):
     params, opt_state, loss = train_step(params, opt_state)
   assert float(loss) < 0.05
-  model = TinyModel(config, params)
+  model = T5Model(config, params)
   result = rank.rank_classify(model, inputs, [[yes, no]] * len(inputs), batch_size=16)
   assert result.choices.tolist() == labels
   assert np.mean(before.choices == np.asarray(labels)) < 0.9  # the untrained model did not know
@@ -174,7 +166,7 @@ def test_bad_input_is_rejected(random_model):
     rank.rank_classify(random_model, [[5, EOS], [6, EOS]], [[[7, EOS]]])
   with pytest.raises(ValueError, match="3 options > num_options=2"):
     rank.rank_classify(random_model, [[5, EOS]], [[[7], [8], [9]]], num_options=2)
-  with pytest.raises(TypeError, match="T5Model-like"):
+  with pytest.raises(TypeError, match="needs a flanjax.model.hf.T5Model"):
     rank.rank_classify(object(), [[5, EOS]], [[[7, EOS]]])
 
 

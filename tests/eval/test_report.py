@@ -124,3 +124,35 @@ def test_png_bars_then_line_chart_once_there_are_several_evals(tmp_path):
 def test_docstring_examples():
   result = doctest.testmod(report_lib)
   assert result.attempted >= 2 and result.failed == 0
+
+
+def test_figure_names_the_metric_draws_chance_and_keeps_the_legend_outside():
+  import matplotlib
+
+  matplotlib.use("Agg")
+  from matplotlib import pyplot as plt
+
+  summaries = _summaries()
+  for summary in summaries:
+    summary["chance"] = 50.0 if summary["name"] in ("rte", "sst2") else None
+  summaries[1]["chance"] = 100 / 3  # cb: three options
+  report = report_lib.build_report(
+    summaries, split="test", heldout_categories=["natural_language_inference"]
+  )
+  nli = report["categories"]["natural_language_inference"]
+  assert nli["chance"] == (50.0 + 100 / 3) / 2
+  assert report["categories"]["translation"]["chance"] is None  # BLEU has no chance level
+  fig, ax = plt.subplots()
+  report_lib._plot_bars(ax, report)
+  labels = [t.get_text() for t in ax.get_xticklabels()]
+  assert "natural_language_inference (held out)\naccuracy" in labels
+  assert "translation\nbleu" in labels
+  chance_lines = [c for c in ax.collections if c.get_linestyle() != [(0.0, None)]]
+  heights = sorted(float(seg[0][1]) for c in chance_lines for seg in c.get_segments())
+  assert heights == sorted([nli["chance"], 50.0])  # nli and sentiment; none for translation
+  fig2, ax2 = plt.subplots()
+  report_lib._plot_lines(ax2, [(1, {"a": 1.0}), (2, {"a": 2.0})], {"a"})
+  anchor = ax2.get_legend().get_bbox_to_anchor().transformed(ax2.transAxes.inverted())
+  assert anchor.x0 > 1.0  # the legend sits right of the plot, over no line
+  plt.close(fig)
+  plt.close(fig2)

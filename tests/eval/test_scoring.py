@@ -20,6 +20,7 @@ def test_best_template_is_chosen_on_validation_and_reported_on_test():
   assert summary["best_template"] == {
     "template_id": "2",
     "selected_on": "validation",
+    "selected_on_report_split": False,
     "scores": {"accuracy": 40.0},
   }
   assert summary["score"] == 40.0

@@ -6,6 +6,8 @@ import socket
 
 import ml_collections
 
+from flanjax.config import RunConfig
+
 
 def tiny_config(**train_overrides) -> ml_collections.ConfigDict:
   """The contract's config keys with a ~30k-parameter T5 (d_model 32, one layer each side)."""
@@ -17,6 +19,7 @@ def tiny_config(**train_overrides) -> ml_collections.ConfigDict:
     keep_checkpoints=3,
     eval_every=0,
     peak_flops_per_device=1e9,
+    z_loss=0.0,  # the tests compare losses with plain cross-entropy
   )
   train.update(train_overrides)
   return ml_collections.ConfigDict(
@@ -43,6 +46,11 @@ def tiny_config(**train_overrides) -> ml_collections.ConfigDict:
       mesh=dict(data=1, fsdp=-1, model=1),
     )
   )
+
+
+def run_config(config: ml_collections.ConfigDict) -> RunConfig:
+  """The typed RunConfig of a test's ConfigDict (through the one config reader)."""
+  return RunConfig.from_config_dict(config)
 
 
 def read_metrics(workdir) -> dict[int, dict]:

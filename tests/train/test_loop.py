@@ -13,10 +13,10 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from flanjax.train import loop
+from flanjax.train import loop, state
 from flanjax.train.checkpoint import Checkpointer
 from flanjax.train.synthetic import SyntheticTask
-from tests.train.helpers import finish, free_port, read_metrics, tiny_config
+from tests.train.helpers import finish, free_port, read_metrics, run_config, tiny_config
 
 
 def _data(config, **kwargs):
@@ -146,7 +146,7 @@ def test_sigterm_checkpoints_exits_cleanly_and_resumes(tmp_path, start_worker):
   assert checkpointer.all_steps() == [5]
   assert checkpointer.read_extra(5)["data_states"] == [{"position": 5, "seed": 0}]
   config = tiny_config(steps=8)
-  result = loop.train(config, workdir, _data(config))
+  result = loop.train(run_config(config), workdir, _data(config))
   assert result["step"] == 8 and not result["preempted"]
   assert sorted(_losses(workdir)) == list(range(1, 9))
 
@@ -158,7 +158,7 @@ def test_partial_checkpoints_are_ignored_and_keep_last_k_holds(tmp_path):
   (checkpoints / "7" / "state").mkdir(parents=True)  # a step directory Orbax never finalised
   (checkpoints / "7" / "state" / "garbage").write_text("truncated")
   config = tiny_config(steps=5, checkpoint_every=1, keep_checkpoints=2)
-  result = loop.train(config, tmp_path, _data(config))
+  result = loop.train(run_config(config), tmp_path, _data(config))
   assert result["step"] == 5
   assert min(read_metrics(tmp_path)) == 1  # started from scratch, not from "step 7" or "9"
   assert Checkpointer(checkpoints, keep=2).all_steps() == [4, 5]
@@ -167,10 +167,10 @@ def test_partial_checkpoints_are_ignored_and_keep_last_k_holds(tmp_path):
 
 def test_refuses_a_workdir_with_a_different_model_shape(tmp_path):
   config = tiny_config(steps=1)
-  loop.train(config, tmp_path, _data(config))
+  loop.train(run_config(config), tmp_path, _data(config))
   config.model.d_ff = 128
-  with pytest.raises(loop.CheckpointMismatchError, match=r"d_ff.*\(64, 128\)"):
-    loop.train(config, tmp_path, _data(config))
+  with pytest.raises(state.CheckpointMismatchError, match=r"d_ff.*\(64, 128\)"):
+    loop.train(run_config(config), tmp_path, _data(config))
 
 
 class _NanAt:
@@ -198,7 +198,7 @@ class _NanAt:
 
 def test_non_finite_loss_is_skipped_and_counted(tmp_path):
   config = tiny_config(steps=5, checkpoint_every=1, keep_checkpoints=5, non_finite="skip")
-  result = loop.train(config, tmp_path, _NanAt(_data(config), index=2))
+  result = loop.train(run_config(config), tmp_path, _NanAt(_data(config), index=2))
   metrics = read_metrics(tmp_path)
   assert result["step"] == 5 and result["non_finite_skips"] == 1
   assert math.isnan(metrics[3]["loss"]) and metrics[3]["non_finite_skips"] == 1
@@ -212,7 +212,7 @@ def test_non_finite_loss_is_skipped_and_counted(tmp_path):
 def test_non_finite_loss_stops_with_a_message_and_a_checkpoint(tmp_path):
   config = tiny_config(steps=5, checkpoint_every=1, keep_checkpoints=5, non_finite="stop")
   with pytest.raises(loop.NonFiniteLossError, match=r"step 3.*non_finite='stop'"):
-    loop.train(config, tmp_path, _NanAt(_data(config), index=2))
+    loop.train(run_config(config), tmp_path, _NanAt(_data(config), index=2))
   assert Checkpointer(tmp_path / "checkpoints", keep=5).latest_step() == 3
   last_good, saved = _saved_params(tmp_path, 2), _saved_params(tmp_path, 3)
   for name in last_good:
@@ -227,7 +227,7 @@ def test_tiny_model_learns_to_reverse(tmp_path):
   data = SyntheticTask(
     batch_size=32, input_length=8, target_length=8, vocab_size=32, task="reverse"
   )
-  result = loop.train(config, tmp_path, data)
+  result = loop.train(run_config(config), tmp_path, data)
   # Targets are 1-7 uniform tokens from 30 (+ EOS). A model that ignores the input cannot beat
   # E[n] * log(30) / (E[n] + 1) = 4 * 3.40 / 5 = 2.72 nats per token; the threshold log(32) / 2
   # = 1.73 is far below that, so reaching it means the model reads and reverses its input.
@@ -255,7 +255,7 @@ def test_eval_hook_runs_every_n_steps_and_is_logged(tmp_path):
     calls.append((step, sorted(params)))
     return {"accuracy": step / 10, "note": "not a number: not logged"}
 
-  loop.train(config, tmp_path, _data(config), eval_fn=eval_fn)
+  loop.train(run_config(config), tmp_path, _data(config), eval_fn=eval_fn)
   assert [step for step, _ in calls] == [2, 4]
   assert "token_embedder" in calls[0][1]
   records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
@@ -272,7 +272,7 @@ def test_eval_hook_runs_every_n_steps_and_is_logged(tmp_path):
 def test_bf16_compute_keeps_float32_parameters(tmp_path):
   config = tiny_config(steps=2, checkpoint_every=2)
   config.model.dtype = "bfloat16"
-  result = loop.train(config, tmp_path, _data(config))
+  result = loop.train(run_config(config), tmp_path, _data(config))
   assert math.isfinite(result["loss"])
   params = _saved_params(tmp_path, 2)
   assert {value.dtype for value in params.values()} == {np.dtype(np.float32)}

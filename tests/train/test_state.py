@@ -6,15 +6,15 @@ import pytest
 
 from flanjax import partitioning
 from flanjax.model import hf, t5
-from flanjax.train import TrainConfig, loop
+from flanjax.train import loop
 from flanjax.train.optim import OptimizerConfig, make_optimizer
 from flanjax.train.state import create_train_state
 from flanjax.train.synthetic import SyntheticTask
-from tests.train.helpers import read_metrics, tiny_config
+from tests.train.helpers import read_metrics, run_config, tiny_config
 
 
 def test_state_is_built_with_its_shardings():
-  tc = TrainConfig.from_config(tiny_config())
+  tc = run_config(tiny_config())
   mesh = partitioning.make_mesh(tc.mesh)
   state, shardings = create_train_state(
     init_fn=lambda rng: t5.init_params(tc.model, rng),
@@ -32,12 +32,12 @@ def test_state_is_built_with_its_shardings():
 
 def test_init_from_hf_directory_starts_from_those_weights(tmp_path):
   config = tiny_config(steps=1)
-  model_config = TrainConfig.from_config(config).model
+  model_config = run_config(config).model
   hf.save_pretrained(hf.T5Model.init(model_config, seed=7), tmp_path / "hf")
   config.init_from = str(tmp_path / "hf")
   data = SyntheticTask(batch_size=8, input_length=16, target_length=16, vocab_size=64)
   batch = data.global_batch(0)
-  loop.train(config, tmp_path / "run", data)
+  loop.train(run_config(config), tmp_path / "run", data)
   # The first logged loss is the loss of the loaded weights on batch 0.
   loaded = hf.load_pretrained(tmp_path / "hf")
   logits = np.asarray(
@@ -56,9 +56,9 @@ def test_init_from_hf_directory_starts_from_those_weights(tmp_path):
 
 def test_init_from_with_another_shape_is_refused(tmp_path):
   config = tiny_config(steps=1)
-  model_config = TrainConfig.from_config(config).model.replace(d_ff=128)
+  model_config = run_config(config).model.replace(d_ff=128)
   hf.save_pretrained(hf.T5Model.init(model_config), tmp_path / "hf")
   config.init_from = str(tmp_path / "hf")
   data = SyntheticTask(batch_size=8, input_length=16, target_length=16, vocab_size=64)
   with pytest.raises(ValueError, match=r"init_from.*different model shape.*d_ff.*\(128, 64\)"):
-    loop.train(config, tmp_path / "run", data)
+    loop.train(run_config(config), tmp_path / "run", data)

@@ -105,11 +105,13 @@ def main():
     process_index=jax.process_index(),
     process_count=jax.process_count(),
   )
-  result = loop.train(config, workdir, Interrupting(data, spec, workdir / "checkpoints"))
+  result = loop.train(
+    helpers.run_config(config), workdir, Interrupting(data, spec, workdir / "checkpoints")
+  )
   if jax.process_index() == 0 and spec.get("out"):
     result["device_count"] = jax.device_count()
     result["process_count"] = jax.process_count()
-    result["param_specs"] = param_specs(loop.TrainConfig.from_config(config))
+    result["param_specs"] = param_specs(helpers.run_config(config))
     pathlib.Path(spec["out"]).write_text(json.dumps(result))
 
 
