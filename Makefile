@@ -13,18 +13,19 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test,tpu]'
 	$(PY) -m pip check
 	touch $(STAMP)
 
 demo: venv
-	$(PY) tools/launch.py demo --workdir $(DEMO_WORKDIR)
+	JAX_PLATFORMS=$${JAX_PLATFORMS-cpu} $(PY) tools/launch.py demo --workdir $(DEMO_WORKDIR)
 
 test: venv
-	FLANJAX_DATA_DIR=$(SHARED_DATA) $(PY) -m pytest -q -rs $(PYTEST_ARGS)
+	JAX_PLATFORMS=$${JAX_PLATFORMS-cpu} FLANJAX_DATA_DIR=$(SHARED_DATA) $(PY) -m pytest -q -rs $(PYTEST_ARGS)
 
 lint: venv
 	$(VENV)/bin/ruff check flanjax mixtures tools configs benchmarks tests
+	$(VENV)/bin/ruff format --check flanjax mixtures tools configs benchmarks tests
 
 clean:
 	rm -rf $(VENV) workdirs
