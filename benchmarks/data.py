@@ -2,9 +2,14 @@
 
 Command (2 CPU cores here; ~1-2 min each):
   FLANJAX_DATA_DIR=../shared/data .venv/bin/python benchmarks/data.py \
-      --mixture flan_mini --in_len 512 --tgt_len 128 --batch 32 [--impl seqio]
-Prints one JSON line: impl, examples_per_second (steady state, after the first batch),
-seconds_to_first_batch, inputs_fill, targets_fill (non-pad tokens / all tokens).
+      --mixture flan_mini --in_len 512 --tgt_len 128 --batch 32 [--impl seqio] \
+      [--hosts N --host_index I]
+`--batch` is the global batch. With `--hosts N`, flanjax builds host I's iterator only (as on
+one host of an N-host run: every host packs the whole global window and copies its own
+batch / N rows), so the figures are one host's cost.
+Prints one JSON line: impl, hosts, examples_per_second (this host's rows, steady state, after the
+first batch), ms_per_global_batch (this host's time per step), seconds_to_first_batch,
+inputs_fill, targets_fill (non-pad tokens / all tokens of this host's rows).
 """
 
 from __future__ import annotations
@@ -50,8 +55,10 @@ def _flanjax_batches(args):
     args.mixture,
     "train",
     lengths={"inputs": args.in_len, "targets": args.tgt_len},
-    batch_size=args.batch,
+    batch_size=args.batch // args.hosts,
     seed=0,
+    shard_index=args.host_index,
+    num_shards=args.hosts,
   )
 
 
@@ -74,7 +81,13 @@ def main(argv=None) -> dict:
   parser.add_argument("--batch", type=int, default=32)
   parser.add_argument("--batches", type=int, default=100, help="timed batches after the first")
   parser.add_argument("--impl", choices=("flanjax", "seqio"), default="flanjax")
+  parser.add_argument("--hosts", type=int, default=1, help="simulated hosts (flanjax only)")
+  parser.add_argument("--host_index", type=int, default=0, help="the host measured")
   args = parser.parse_args(argv)
+  if args.batch % args.hosts or not 0 <= args.host_index < args.hosts:
+    parser.error(f"--batch {args.batch} must split over --hosts {args.hosts}, host_index below")
+  if args.hosts > 1 and args.impl != "flanjax":
+    parser.error("--hosts is for --impl flanjax")
 
   import mixtures  # noqa: F401  (registers the tasks)
 
@@ -94,7 +107,10 @@ def main(argv=None) -> dict:
     "in_len": args.in_len,
     "tgt_len": args.tgt_len,
     "batch": args.batch,
+    "hosts": args.hosts,
+    "host_index": args.host_index,
     "examples_per_second": round(float(timed[0]) / seconds, 1),
+    "ms_per_global_batch": round(1000 * seconds / args.batches, 2),
     "seconds_to_first_batch": round(first, 2),
     "inputs_fill": round(float(totals[1]) / totals[2], 4),
     "targets_fill": round(float(totals[3]) / totals[4], 4),

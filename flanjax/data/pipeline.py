@@ -1,10 +1,14 @@
 """Tokenized tasks of a data context -> packed encoder-decoder numpy batches, resumable and sharded.
 
-The stream is a pure function of (context, mixture, split, seed, shard): window `w` draws
-`window * num_shards` examples (task by mixing rate, then each task's own reshuffled-per-epoch
-order), shard `i` keeps every `num_shards`-th of them, packs them best-fit-decreasing into rows
-and yields rows `batch_size` at a time. The state `{"window", "row", "cursors"}` (plus a
-fingerprint) is all it takes to regenerate the exact remaining stream:
+The GLOBAL stream is a pure function of (context, mixture, split, seed, global batch size),
+whatever the number of hosts: window `w` draws `window` examples (task by mixing rate, then each
+task's own reshuffled-per-epoch order), packs them best-fit-decreasing into rows and shuffles
+the rows; global batch `k` is rows `[k * global_batch, (k + 1) * global_batch)` of the stream of
+windows. Every host builds every window (the cheap part: lengths and row assignment) and copies
+the tokens of its own rows only, `[shard_index * batch_size, (shard_index + 1) * batch_size)`
+of each global batch (`global_batch = batch_size * num_shards`). So an N-host run trains on
+exactly the batches of a 1-host run, and the state `{"window", "row", "cursors"}` (plus a
+fingerprint) is the same on every host: a checkpoint written by N hosts resumes on M.
 
 >>> it = make_batch_iterator(DEFAULT, "toy", "train", lengths={"inputs": 64, "targets": 16},
 ...                          batch_size=8, seed=0)                       # doctest: +SKIP
@@ -12,11 +16,20 @@ fingerprint) is all it takes to regenerate the exact remaining stream:
 >>> it.set_state(state); next(it)["encoder_input_tokens"].tolist() == \
 ...   after["encoder_input_tokens"].tolist()                             # doctest: +SKIP
 True
+>>> halves = [make_batch_iterator(DEFAULT, "toy", "train", lengths={"inputs": 64, "targets": 16},
+...   batch_size=4, seed=0, shard_index=i, num_shards=2) for i in (0, 1)]  # doctest: +SKIP
+>>> np.concatenate([next(h)["encoder_input_tokens"] for h in halves]).tolist() == \
+...   batch["encoder_input_tokens"].tolist()                             # doctest: +SKIP
+True
 
 Packed batches carry seqio's EncDecFeatureConverter keys: `encoder_input_tokens`,
 `decoder_input_tokens` (targets shifted right per segment, 0 first), `decoder_target_tokens`,
 `decoder_loss_weights`, `encoder_segment_ids`, `decoder_segment_ids` (1-based, 0 = pad),
 `encoder_positions`, `decoder_positions` (restart at 0 per segment); unpacked ones the first four.
+
+State versions: 2 (this one: global, host-independent). A version-1 state (per-host streams, up
+to flanjax 43bd940) is accepted when it was written by one host (its stream is the same);
+one written by several hosts is refused, naming what to do.
 """
 
 from __future__ import annotations
@@ -31,10 +44,11 @@ from flanjax.data import packing
 from flanjax.data.context import DataContext, plain_name
 from flanjax.data.tokenize import load_tokenized
 
-# Examples packed together per shard: bigger windows pack denser (flan_mini 512/128, inputs fill:
-# 0.89 at 2,048, 0.90 at 16,384) and cost ~0.2 s each on one CPU core.
+# Examples packed together (one global window, built by every host): bigger windows pack denser
+# (flan_mini 512/128, inputs fill: 0.89 at 2,048, 0.90 at 16,384) and cost ~0.2 s each on one
+# CPU core.
 DEFAULT_WINDOW = 16384
-STATE_VERSION = 1
+STATE_VERSION = 2
 
 
 def mixture_tasks_and_rates(
@@ -59,7 +73,7 @@ def mixture_tasks_and_rates(
 
 
 class BatchIterator(Iterator[dict[str, np.ndarray]]):
-  """Infinite, deterministic, resumable stream of numpy batches for one shard."""
+  """Infinite, deterministic, resumable stream of one host's rows of the global batches."""
 
   def __init__(
     self,
@@ -83,13 +97,14 @@ class BatchIterator(Iterator[dict[str, np.ndarray]]):
     self.task_names = list(task_names)
     self.split = split
     self.capacity = (int(lengths["inputs"]), int(lengths["targets"]))
-    self.batch_size = batch_size
+    self.batch_size = batch_size  # Rows this host yields per step.
+    self.global_batch_size = batch_size * num_shards
     self.seed = seed
     self.shuffle = shuffle
     self.pack = pack
     self.shard_index = shard_index
     self.num_shards = num_shards
-    self.window_size = window or max(DEFAULT_WINDOW, 32 * batch_size)
+    self.window_size = window or max(DEFAULT_WINDOW, 32 * self.global_batch_size)
     self._data = [load_tokenized(context, n, split) for n in self.task_names]
     self._probabilities = np.asarray(rates, np.float64) / np.sum(rates)
     self._perm_cache: dict[tuple[int, int], np.ndarray] = {}
@@ -111,14 +126,14 @@ class BatchIterator(Iterator[dict[str, np.ndarray]]):
   # -- state ---------------------------------------------------------------------------------
 
   def _fingerprint(self) -> dict[str, Any]:
+    """What the global stream depends on (no host index or count: every host has the same)."""
     return {
       "tasks": self.task_names,
       "split": self.split,
       "seed": self.seed,
       "pack": self.pack,
       "shuffle": self.shuffle,
-      "shard": [self.shard_index, self.num_shards],
-      "batch_size": self.batch_size,
+      "batch_size": self.global_batch_size,
       "lengths": list(self.capacity),
       "window": self.window_size,
     }
@@ -134,10 +149,16 @@ class BatchIterator(Iterator[dict[str, np.ndarray]]):
     }
 
   def set_state(self, state: Mapping[str, Any]) -> None:
-    config = state.get("config")
+    """Moves to `state` (from `get_state()` of any host, for any host count: they are equal)."""
+    config = _upgrade_config(state)
     if config is not None and config != self._fingerprint():
-      changed = sorted(k for k in config if config[k] != self._fingerprint().get(k))
-      raise ValueError(f"data state was saved for a different pipeline (differs in {changed})")
+      ours = self._fingerprint()
+      changed = sorted(k for k in set(config) | set(ours) if config.get(k) != ours.get(k))
+      diff = {k: (config.get(k), ours.get(k)) for k in changed}
+      raise ValueError(
+        "data state was saved for a different pipeline ({field: (saved, now)} = "
+        f"{diff}); resume with the config it was written with, or start a new workdir"
+      )
     self._window_index = int(state["window"])
     self._cursors = np.array(state["cursors"], np.int64)
     self._current, self._next_cursors = self._make_window(self._window_index, self._cursors)
@@ -164,7 +185,8 @@ class BatchIterator(Iterator[dict[str, np.ndarray]]):
     return out
 
   def _make_window(self, window: int, cursors: np.ndarray) -> tuple[packing.Window, np.ndarray]:
-    global_size = self.window_size * self.num_shards
+    """Global window `window` (the same on every host) and the task cursors after it."""
+    global_size = self.window_size
     rng = np.random.default_rng([self.seed, window, 1])
     if len(self.task_names) == 1:
       task = np.zeros(global_size, np.int64)
@@ -177,10 +199,6 @@ class BatchIterator(Iterator[dict[str, np.ndarray]]):
       taken = int(mask.sum())
       index[mask] = self._order(t, cursors[t] + np.arange(taken))
       new_cursors[t] += taken
-    task, index = (
-      task[self.shard_index :: self.num_shards],
-      index[self.shard_index :: self.num_shards],
-    )
     length_in = np.empty(len(task), np.int64)
     length_tgt = np.empty(len(task), np.int64)
     for t, data in enumerate(self._data):
@@ -193,9 +211,8 @@ class BatchIterator(Iterator[dict[str, np.ndarray]]):
       row, in_offset, tgt_offset = packing.pack_best_fit(length_in, length_tgt, self.capacity)
       num_rows = int(row.max()) + 1
       if self.shuffle:  # FFD fills rows longest-first; decorrelate batches from lengths.
-        row = np.random.default_rng([self.seed, window, self.shard_index, 3]).permutation(num_rows)[
-          row
-        ]
+        # The 0 was the shard index of version 1: one-host streams stay what they were.
+        row = np.random.default_rng([self.seed, window, 0, 3]).permutation(num_rows)[row]
     else:
       row = np.arange(len(task))
       in_offset = tgt_offset = np.zeros(len(task), np.int64)
@@ -210,28 +227,37 @@ class BatchIterator(Iterator[dict[str, np.ndarray]]):
 
   # -- batches -----------------------------------------------------------------------------------
 
-  def __next__(self) -> dict[str, np.ndarray]:
-    batch = packing.empty_batch(self.batch_size, self.capacity, self.pack)
-    filled = 0
-    while filled < self.batch_size:
+  def _advance(self, rows: int, batch: dict[str, np.ndarray] | None = None) -> None:
+    """Moves `rows` rows along the global stream (building windows as it crosses them); with
+    `batch`, copies their tokens into it, from its row 0 on."""
+    done = 0
+    while done < rows:
       if self._row >= self._current.num_rows:
         self._window_index += 1
         self._cursors = self._next_cursors
         self._current, self._next_cursors = self._make_window(self._window_index, self._cursors)
         self._row = 0
-      take = min(self.batch_size - filled, self._current.num_rows - self._row)
-      packing.fill_rows(
-        batch,
-        self._current,
-        self._row,
-        self._row + take,
-        filled,
-        self._data,
-        self.capacity,
-        self.pack,
-      )
-      filled += take
+      take = min(rows - done, self._current.num_rows - self._row)
+      if batch is not None:
+        packing.fill_rows(
+          batch,
+          self._current,
+          self._row,
+          self._row + take,
+          done,
+          self._data,
+          self.capacity,
+          self.pack,
+        )
+      done += take
       self._row += take
+
+  def __next__(self) -> dict[str, np.ndarray]:
+    """This host's rows of the next global batch (the other hosts' rows are skipped)."""
+    batch = packing.empty_batch(self.batch_size, self.capacity, self.pack)
+    self._advance(self.shard_index * self.batch_size)
+    self._advance(self.batch_size, batch)
+    self._advance((self.num_shards - 1 - self.shard_index) * self.batch_size)
     for name, key in (("inputs", "encoder_input_tokens"), ("targets", "decoder_target_tokens")):
       self.tokens[name][0] += int(np.count_nonzero(batch[key]))
       self.tokens[name][1] += batch[key].size
@@ -239,7 +265,7 @@ class BatchIterator(Iterator[dict[str, np.ndarray]]):
 
   @property
   def rows_left_in_window(self) -> int:
-    """Rows of the current window not yet yielded (0: the next batch starts a new window)."""
+    """Rows of the current global window not yet passed (0: the next batch starts a new one)."""
     return self._current.num_rows - self._row
 
   def fill(self) -> dict[str, float]:
@@ -265,9 +291,10 @@ def make_batch_iterator(
 
   The tasks of `mixture_or_task` read with `context`'s data dir and vocabularies.
 
-  Hosts pass `shard_index=jax.process_index(), num_shards=jax.process_count()`; together the
-  shards cover every example of the global stream exactly once. `window` examples per shard are
-  packed together (default max(DEFAULT_WINDOW, 32 * batch_size)).
+  `batch_size` is this host's rows per step; hosts pass `shard_index=jax.process_index(),
+  num_shards=jax.process_count()` and together yield the global batch of `batch_size *
+  num_shards` rows that one host with `batch_size * num_shards` would yield, in host order.
+  `window` examples are packed together (default max(DEFAULT_WINDOW, 32 * global batch size)).
   """
   names, rates = mixture_tasks_and_rates(context, mixture_or_task, split)
   return BatchIterator(
@@ -284,3 +311,30 @@ def make_batch_iterator(
     num_shards,
     window,
   )
+
+
+def _upgrade_config(state: Mapping[str, Any]) -> dict[str, Any] | None:
+  """The fingerprint of a saved state in this version's terms (version 1 was per host).
+
+  Version 1 kept `"shard": [index, count]`; with one shard its stream is the global one, so the
+  state carries over. Several shards had streams of their own: raises, saying what to do.
+  """
+  config = state.get("config")
+  version = state.get("version", 1)
+  if config is None or version == STATE_VERSION:
+    return config
+  if version != 1:
+    raise ValueError(
+      f"data state version {version} is newer than this flanjax reads ({STATE_VERSION}); "
+      "update flanjax to resume this checkpoint"
+    )
+  config = dict(config)
+  index, count = config.pop("shard", [0, 1])
+  if count != 1:
+    raise ValueError(
+      f"data state version 1 of host {index} of {count}: that run split its data per host, "
+      "which this flanjax no longer does (every host now reads one global stream). Resume it "
+      "with the flanjax that wrote it, or continue from its parameters in a new workdir "
+      "(config.init_from after `export`)"
+    )
+  return config

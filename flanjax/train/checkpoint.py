@@ -4,7 +4,7 @@ A checkpoint `checkpoints/<step>/` holds two items:
   * `state`: the sharded TrainState (each process writes its own shards; multi-host safe),
   * `extra`: JSON with the run config, the model shape, every process's data-stream state, the
     skip counters and a content fingerprint of every array
-    (`{"config": {...}, "data_states": [...], "consecutive_skips": 0, "finite": true,
+    (`{"config": {...}, "data_state": {...}, "consecutive_skips": 0, "finite": true,
     "fingerprints": {"algorithm": "fmix32-sum-2", "arrays": {".params['...']": "9f3c...", ...}}}`).
 
 Nothing lost:

@@ -17,8 +17,11 @@ Example:
 
 from __future__ import annotations
 
+import atexit
 import json
+import logging
 import os
+import sys
 from typing import Any
 
 import jax
@@ -90,9 +93,43 @@ def gather_json(local: Any) -> list[Any]:
   ]
 
 
+def gather_ints(values: list[int]) -> np.ndarray:
+  """Every process's small int vector, as int32 [process_count, len(values)] (a collective call).
+
+  Example: process 0 passes [0, 1], process 1 [2, 0] -> both get [[0, 1], [2, 0]].
+  """
+  local = np.asarray(values, np.int32).reshape(1, -1)  # [1, k]
+  if jax.process_count() == 1:
+    return local
+  return np.asarray(multihost_utils.process_allgather(local[0])).reshape(jax.process_count(), -1)
+
+
 def any_process(flag: bool) -> bool:
   """True on every process when `flag` is True on at least one (a collective call)."""
   if jax.process_count() == 1:
     return bool(flag)
   flags = multihost_utils.process_allgather(np.asarray([int(flag)], np.int32))
   return bool(np.any(flags))
+
+
+def exit_without_barrier_at_exit(code: int = 1) -> None:
+  """After an error in a multi-process run: ends this process with `code` at interpreter exit,
+  before jax's own exit hook runs `jax.distributed.shutdown()`.
+
+  That shutdown is a barrier over every process: a process failing alone would wait there (up to
+  300 s) while the others wait for it in a collective. Exiting closes its connections instead,
+  so their collectives fail at once and they end too (each through this same path). The error
+  has been printed by then (Python prints an uncaught exception before exit hooks run); the exit
+  code is `code` whatever the caller does after. No-op with one process.
+  Example: `except BaseException: exit_without_barrier_at_exit(); raise`.
+  """
+  if jax.process_count() == 1:
+    return
+
+  def end_now() -> None:
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+      stream.flush()
+    os._exit(code)
+
+  atexit.register(end_now)  # exit hooks run last-registered first: before jax's

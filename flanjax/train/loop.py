@@ -7,7 +7,10 @@ Entry point for `tools/launch.py`:
 * `run_config`: a `flanjax.config.RunConfig` (the CLI reads the config file into it).
 * `batch_iter`: this process's stream of numpy batches (EncDecFeatureConverter keys, rows =
   train.batch_size / process_count) with `get_state()` / `set_state(dict)`; its state goes into
-  every checkpoint, so a resumed run sees exactly the batches an uninterrupted one would.
+  every checkpoint, so a resumed run sees exactly the batches an uninterrupted one would. When
+  every process reports the same state (a global stream, as flanjax's pipeline and
+  SyntheticTask), it is stored once (`extra["data_state"]`) and any process count may resume it;
+  otherwise the per-process list (`extra["data_states"]`) needs the same count.
 * `eval_fn(step, params) -> dict`: called on every process every `train.eval_every` steps; the
   numbers it returns are logged as `eval/<name>`.
 
@@ -22,7 +25,17 @@ recomputed identically); a run that starts from step 0 moves an old metrics.json
 (`metrics.jsonl.old-<time>`).
 Resume restores the newest checkpoint that verifies (flanjax/train/checkpoint.py); corrupt ones
 are moved aside as `<step>.corrupt-<time>`, loudly.
-SIGTERM (preemption) or SIGINT (Ctrl-C): the current step finishes, a checkpoint is written and
+Every step the processes agree (one small all-gather, after fetching the batch and before the
+step) on three things: a signal received, a batch iterator that ended, one that raised. An
+iterator that ended on every process ends the run (`data_exhausted=True`, saved); on some only,
+or one that raised, stops every process with DataStreamError naming the process and step (on
+the raising process its own error is chained), without saving that step: no process is left
+waiting in a collective (a single process just raises the iterator's error). Any error leaving
+`train` in a multi-process run also ends the process at exit without jax.distributed's shutdown
+barrier (`distributed.exit_without_barrier_at_exit`), so a process failing alone for another
+reason (eval, a crash) brings the others down at once instead of leaving them in a collective.
+SIGTERM (preemption) or SIGINT (Ctrl-C): seen at the next agreement, the step after it finishes
+(the batch is already fetched on every process), a checkpoint is written and
 `train` returns `preempted=True, signal="SIGTERM" | "SIGINT"` (the launcher exits 0 for SIGTERM,
 130 for SIGINT); running again resumes from it. A second Ctrl-C stops at once, without saving.
 Non-finite steps: `train.non_finite="skip"` drops the update (counted in `non_finite_skips`);
@@ -55,6 +68,7 @@ from flanjax.train.loop_io import MetricsWriter, PreemptionFlag
 from flanjax.train.optim import make_optimizer, make_schedule
 from flanjax.train.state import (
   TrainState,
+  abstract_run_state,
   create_train_state,
   model_shape,
   restore_latest,
@@ -74,6 +88,64 @@ class NonFiniteLossError(FloatingPointError):
   """A non-finite step under `train.non_finite="stop"` (after saving), or a streak of
   `train.max_consecutive_skips` skipped steps (without saving); the message tells the whole story.
   """
+
+
+class DataStreamError(RuntimeError):
+  """A process's batch iterator ended early or raised: every process stops with this message."""
+
+
+# Signals by strength (the strongest received by any process wins), as codes for the agreement.
+_SIGNALS = (None, "SIGTERM", "SIGINT")
+_DATA_OK, _DATA_ENDED, _DATA_FAILED = 0, 1, 2
+
+
+def _fetch(batch_iter, rows: int, step: int) -> tuple[dict | None, int, BaseException | None]:
+  """(this process's checked batch, data status, the error it raised if any)."""
+  try:
+    return _local_batch(next(batch_iter), rows, step), _DATA_OK, None
+  except StopIteration:
+    return None, _DATA_ENDED, None
+  except Exception as error:  # noqa: BLE001 — carried to every process by the agreement
+    return None, _DATA_FAILED, error
+
+
+def _agree(signal_name: str | None, status: int) -> tuple[str | None, np.ndarray]:
+  """(strongest signal any process received, every process's data status): a collective."""
+  codes = distributed.gather_ints([_SIGNALS.index(signal_name), status])  # [processes, 2]
+  return _SIGNALS[int(codes[:, 0].max())], codes[:, 1]
+
+
+def _data_stream_error(
+  statuses: np.ndarray, error: BaseException | None, step: int, total: int, saved: list[int]
+) -> BaseException | None:
+  """The error every process stops with when a batch iterator failed or ended on some processes
+  only (None when all ended together: the run just ends). Collective when one failed (its
+  message is gathered); the caller chains a process's own error to it.
+
+  Example: statuses [0, 1] at step 6 of 10 -> "the batch iterator of process(es) [1] of 2 ended
+  at step 7 of 10 while the others still had batches: ..."
+  """
+  failed = [int(i) for i in np.flatnonzero(statuses == _DATA_FAILED)]
+  ended = [int(i) for i in np.flatnonzero(statuses == _DATA_ENDED)]
+  count = len(statuses)
+  last = f"the last checkpoint is step {saved[-1]}" if saved else "no checkpoint was written"
+  if failed:
+    messages = distributed.gather_json(f"{type(error).__name__}: {error}" if error else None)
+    first = failed[0]
+    return DataStreamError(
+      f"process {first} of {count} failed to fetch the batch of step {step + 1} of {total}: "
+      f"{messages[first]}"
+      + (f" (processes {failed} failed)" if len(failed) > 1 else "")
+      + f"; every process stopped without saving this step ({last})"
+    )
+  if len(ended) < count:
+    return DataStreamError(
+      f"the batch iterator of process(es) {ended} of {count} ended at step {step + 1} of "
+      f"{total} while the others still had batches: a global batch needs every process's rows. "
+      f"Every process stopped without saving this step ({last}); give every process a stream "
+      "of the same length (flanjax's pipeline never ends)"
+    )
+  return None
 
 
 class _SkipStreak:
@@ -134,20 +206,23 @@ def _stop_error(step: int, metrics: dict[str, Any], rc: RunConfig, directory: pa
   )
 
 
-def _load_init_from(rc: RunConfig) -> Any:
-  from flanjax.model import hf
+def _load_init_from(rc: RunConfig, mesh: jax.sharding.Mesh) -> Any:
+  """The `init_from` checkpoint as global arrays with the state's parameter shardings: each
+  process reads only the slices its own devices hold (flanjax/model/hf_sharded.py)."""
+  from flanjax.model import hf_sharded
 
-  loaded = hf.load_pretrained(
-    rc.init_from, dtype=rc.model.param_dtype, scan_layers=rc.model.scan_layers
+  theirs = model_shape(
+    hf_sharded.checkpoint_config(rc.init_from).replace(scan_layers=rc.model.scan_layers)
   )
-  if model_shape(loaded.config) != model_shape(rc.model):
-    theirs, ours = model_shape(loaded.config), model_shape(rc.model)
+  ours = model_shape(rc.model)
+  if theirs != ours:
     diff = {k: (theirs[k], ours[k]) for k in ours if theirs[k] != ours[k]}
     raise ValueError(
       f"config.init_from={rc.init_from!r} has a different model shape "
       f"than config.model ({{field: (checkpoint, config)}} = {diff})"
     )
-  return jax.tree.map(np.asarray, jax.device_get(loaded.params))
+  _, shardings = abstract_run_state(rc, mesh)
+  return hf_sharded.load_sharded_params(rc.init_from, rc.model, shardings.params)
 
 
 def _local_batch(batch: dict[str, np.ndarray], rows: int, step: int) -> dict[str, np.ndarray]:
@@ -197,7 +272,7 @@ def train(
     _say(f"resumed from step {latest} ({checkpointer.directory}/{latest})")
     state_shardings = jax.tree.map(lambda x: x.sharding, state)
   else:
-    initial_params = _load_init_from(rc) if rc.init_from else None
+    initial_params = _load_init_from(rc, mesh) if rc.init_from else None
     state, state_shardings = create_train_state(
       init_fn=init_fn,
       logical_specs=logical_specs,
@@ -244,11 +319,14 @@ def train(
 
   def extra_for_checkpoint(step: int, state: TrainState) -> dict[str, Any]:
     local = batch_iter.get_state() if hasattr(batch_iter, "get_state") else None
+    states = distributed.gather_json(local)
+    # A global stream's state is the same everywhere: stored once, any process count resumes.
+    same = all(other == states[0] for other in states)
     return {
       "step": step,
       "config": rc.to_dict(),
       "model_shape": model_shape(rc.model),
-      "data_states": distributed.gather_json(local),
+      **({"data_state": states[0]} if same else {"data_states": states}),
       "process_count": jax.process_count(),
       "non_finite_skips": int(jax.device_get(state.non_finite_skips)),
       "consecutive_skips": streak.consecutive,
@@ -275,9 +353,15 @@ def train(
   with PreemptionFlag() as preemption:
     try:
       while step < tc.steps:
-        try:
-          batch = _local_batch(next(batch_iter), rows, step)
-        except StopIteration:
+        batch, status, fetch_error = _fetch(batch_iter, rows, step)
+        if jax.process_count() == 1 and fetch_error is not None:
+          raise fetch_error
+        # One collective per step, before the step's own: nobody waits for a process that stops.
+        signal_name, statuses = _agree(preemption.signal_name, status)
+        if statuses.any():
+          error = _data_stream_error(statuses, fetch_error, step, tc.steps, sorted(saved_steps))
+          if error is not None:
+            raise error from fetch_error
           logging.warning("the batch iterator ended at step %d of %d", step, tc.steps)
           result["data_exhausted"] = True
           break
@@ -329,16 +413,18 @@ def train(
           if eval_scalars:
             writer.write(step, eval_scalars)
           interval_start = time.perf_counter()
-        signal_name = preemption.agreed()  # a collective when multi-process: all must ask
-        if signal_name:
+        if signal_name:  # agreed before this step, which every process has now finished
           logging.warning("%s: saving step %d and exiting", signal_name, step)
           result.update(preempted=True, signal=signal_name)
           break
       save(step, state)
       checkpointer.wait()
-    except BaseException:
+    except BaseException as error:
       writer.close()
       _close_after_error(checkpointer)
+      # Other processes may be waiting for this one in a collective: never sit in jax's exit
+      # barrier with them (they fail as soon as this process is gone, and end the same way).
+      distributed.exit_without_barrier_at_exit(130 if isinstance(error, KeyboardInterrupt) else 1)
       raise
   writer.close()
   checkpointer.close()

@@ -54,7 +54,8 @@ _SHAPE_DEFAULTS = {"scan_layers": False}
 
 
 class CheckpointMismatchError(ValueError):
-  """The workdir holds a checkpoint of a different model shape (or process count)."""
+  """The workdir holds a checkpoint of a different model shape or data pipeline (or per-process
+  data states of another process count)."""
 
 
 def model_shape(model: T5Config) -> dict[str, Any]:
@@ -131,8 +132,9 @@ def create_train_state(
     optimizer: the optax transformation whose state is created alongside.
     mesh: the device mesh.
     seed: parameter-initialisation seed.
-    initial_params: host (numpy) parameters to start from instead of `init_fn` (`init_from`);
-      they are placed shard by shard, then the optimizer state is built on device.
+    initial_params: parameters to start from instead of `init_fn` (`init_from`): global jax
+      arrays already sharded (hf_sharded), or host numpy arrays placed shard by shard; the
+      optimizer state is then built on device.
   """
   abstract_state, shardings = abstract_train_state(
     init_fn=init_fn, logical_specs=logical_specs, optimizer=optimizer, mesh=mesh
@@ -143,8 +145,10 @@ def create_train_state(
       return init(jax.random.key(seed)), shardings
   _check_same_tree(abstract_state.params, initial_params)
   placed = jax.tree.map(
-    lambda value, sharding, abstract: partitioning.host_array_to_sharded(
-      value.astype(abstract.dtype), sharding
+    lambda value, sharding, abstract: (
+      jax.device_put(value, sharding)  # already global (hf_sharded.load_sharded_params)
+      if isinstance(value, jax.Array)
+      else partitioning.host_array_to_sharded(value.astype(abstract.dtype), sharding)
     ),
     initial_params,
     shardings.params,
@@ -220,21 +224,41 @@ def _restore(
       f"than config.model: {{field: (checkpoint, config)}} = {diff}. Use a new workdir or set "
       "config.model to the checkpoint's shape."
     )
-  data_states = extra.get("data_states") or []
   wants_data = data_iter is not None and hasattr(data_iter, "set_state")
-  if wants_data and len(data_states) != jax.process_count():
-    raise CheckpointMismatchError(
-      f"checkpoint step {step} was written by {len(data_states)} process(es); resume it with "
-      f"the same number of processes (now {jax.process_count()})"
-    )
+  data_state = _data_state_for_this_process(extra, step) if wants_data else None
   abstract, shardings = abstract_run_state(rc, mesh)
   with jax.set_mesh(mesh):
     state = checkpointer.restore_state(
       step, abstract_with_shardings(abstract, shardings), extra=extra
     )
-  if wants_data and data_states[jax.process_index()] is not None:
-    data_iter.set_state(data_states[jax.process_index()])  # only once the arrays verified
+  if data_state is not None:
+    try:
+      data_iter.set_state(data_state)  # only once the arrays verified
+    except ValueError as error:
+      raise CheckpointMismatchError(f"checkpoint step {step}: {error}") from None
   return Restored(state, step, extra)
+
+
+def _data_state_for_this_process(extra: dict[str, Any], step: int) -> Any:
+  """This process's data state in a checkpoint's `extra`, for any process count when global.
+
+  `data_state`: one global state (every process wrote the same), whatever the process count.
+  `data_states`: one per process (older checkpoints, or a per-process stream); equal entries
+  are a global state too, else the count must match.
+  Example: {"data_states": [{"position": 3}, {"position": 3}]} -> {"position": 3} on 1 process.
+  """
+  if "data_state" in extra:
+    return extra["data_state"]
+  states = extra.get("data_states") or []
+  if states and all(other == states[0] for other in states):
+    return states[0]
+  if len(states) != jax.process_count():
+    raise CheckpointMismatchError(
+      f"checkpoint step {step} holds per-process data states of {len(states)} process(es), "
+      f"not one global state; resume it with {len(states)} processes (now "
+      f"{jax.process_count()}), or give the loop a global stream (flanjax's pipeline is one)"
+    )
+  return states[jax.process_index()]
 
 
 def restore_state(
@@ -245,7 +269,8 @@ def restore_state(
   With `data_iter` (anything with `set_state`), its position is restored too, so the resumed
   stream continues exactly where the checkpointed one stopped. Raises CorruptCheckpointError
   (naming the file or array) for a checkpoint that cannot be read or does not verify, and
-  CheckpointMismatchError for one of another model shape or process count.
+  CheckpointMismatchError for one of another model shape or data pipeline (a global data state,
+  as flanjax's pipeline writes, resumes with any process count; per-process ones need the same).
   """
   return _restore(checkpointer, step, rc, mesh, data_iter).state
 
@@ -287,6 +312,15 @@ def restore_latest(
   return None
 
 
+def _host_params(params: Any) -> Any:
+  """Full numpy parameters on every process (sharded over several processes: all-gathered)."""
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+
+    params = multihost_utils.process_allgather(params, tiled=True)
+  return jax.tree.map(np.asarray, jax.device_get(params))
+
+
 def restore_params(workdir: str | pathlib.Path, step: int | None, rc: RunConfig) -> tuple[Any, int]:
   """(host numpy parameters, step) of `workdir/checkpoints` (the newest good one for None).
 
@@ -321,7 +355,7 @@ def restore_params(workdir: str | pathlib.Path, step: int | None, rc: RunConfig)
           step=step,
           path=error.path,
         ) from None
-    params = jax.tree.map(np.asarray, jax.device_get(state.params))
+    params = _host_params(state.params)
   finally:
     checkpointer.close()
   return params, step

@@ -168,26 +168,63 @@ def test_state_from_a_different_pipeline_is_rejected():
     _iterator(seed=99).set_state(state)
 
 
-def test_two_shards_cover_the_stream_without_overlap():
-  whole = next(_iterator(batch_size=96, window=96, pack=False, shuffle=False))
-  shards = [
-    next(
-      _iterator(batch_size=48, window=48, pack=False, shuffle=False, shard_index=i, num_shards=2)
+@pytest.mark.parametrize("pack", [True, False])
+def test_hosts_together_yield_the_one_host_global_batch(pack):
+  # Window 48 with a global batch of 8 crosses several windows in 12 steps.
+  whole = _iterator(batch_size=8, pack=pack)
+  expected = [next(whole) for _ in range(12)]
+  for hosts in (1, 2, 4):
+    iterators = [
+      _iterator(batch_size=8 // hosts, pack=pack, shard_index=i, num_shards=hosts)
+      for i in range(hosts)
+    ]
+    for step, batch in enumerate(expected):
+      parts = [next(it) for it in iterators]
+      for key in batch:
+        joined = np.concatenate([part[key] for part in parts])  # host order = row order
+        np.testing.assert_array_equal(joined, batch[key], err_msg=f"{hosts} hosts, {key}, {step}")
+    assert all(it.get_state() == whole.get_state() for it in iterators)  # one global state
+
+
+def test_a_state_written_by_two_hosts_resumes_on_one_and_on_four():
+  whole = _iterator(batch_size=8)
+  expected = [next(whole) for _ in range(10)]
+  pair = [_iterator(batch_size=4, shard_index=i, num_shards=2) for i in range(2)]
+  for _ in range(4):
+    [next(it) for it in pair]
+  state = json.loads(json.dumps(pair[1].get_state()))
+  assert state["version"] == 2 and "shard" not in state["config"]
+  one = _iterator(batch_size=8)
+  one.set_state(state)
+  _assert_same([next(one) for _ in range(6)], expected[4:])
+  four = [_iterator(batch_size=2, shard_index=i, num_shards=4) for i in range(4)]
+  for it in four:
+    it.set_state(state)
+  for batch in expected[4:]:
+    parts = [next(it) for it in four]
+    np.testing.assert_array_equal(
+      np.concatenate([p["encoder_input_tokens"] for p in parts]), batch["encoder_input_tokens"]
     )
-    for i in range(2)
-  ]
-  for key in whole:
-    np.testing.assert_array_equal(shards[0][key], whole[key][0::2])
-    np.testing.assert_array_equal(shards[1][key], whole[key][1::2])
 
 
-def test_packed_shards_split_the_examples_of_each_window():
-  whole = _one_window(_iterator(batch_size=1, window=64))
-  shards = [
-    _one_window(_iterator(batch_size=1, window=32, shard_index=i, num_shards=2)) for i in range(2)
-  ]
-  union = collections.Counter(e for s in shards for b in s for e in _segments(b))
-  assert union == collections.Counter(e for b in whole for e in _segments(b))
+def test_version_1_states_of_one_host_carry_over_and_of_several_are_refused():
+  source = _iterator()
+  for _ in range(5):
+    next(source)
+  state = source.get_state()
+  old = dict(state, version=1, config=dict(state["config"], shard=[0, 1]))  # as 43bd940 wrote
+  resumed = _iterator()
+  resumed.set_state(old)
+  _assert_same([next(resumed)], [next(source)])
+  split = dict(old, config=dict(old["config"], shard=[1, 2]))
+  with pytest.raises(ValueError, match="host 1 of 2.*no longer"):
+    _iterator().set_state(split)
+
+
+def test_a_different_global_batch_size_is_refused():
+  state = _iterator(batch_size=4, shard_index=0, num_shards=2).get_state()
+  with pytest.raises(ValueError, match=r"'batch_size': \(8, 4\)"):
+    _iterator(batch_size=4).set_state(state)
 
 
 def test_epochs_are_reshuffled_and_cover_every_example():

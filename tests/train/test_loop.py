@@ -123,7 +123,7 @@ def test_two_processes_match_one_process_through_a_preemption(tmp_path, start_wo
   first = two_processes(sigterm_at=2, sigterm_process=1)
   assert first["process_count"] == 2 and first["preempted"] and first["step"] == 3
   extra = Checkpointer(tmp_path / "multi" / "checkpoints", keep=3).read_extra(3)
-  assert extra["data_states"] == [{"position": 3, "seed": 0}, {"position": 3, "seed": 0}]
+  assert extra["data_state"] == {"position": 3, "seed": 0}  # global: stored once
   second = two_processes()
   assert second["step"] == 4 and not second["preempted"]
   rc, output = finish(single)
@@ -135,6 +135,37 @@ def test_two_processes_match_one_process_through_a_preemption(tmp_path, start_wo
   )
 
 
+def _run_two_failing(tmp_path, start_worker, **failure) -> list[tuple[int, str]]:
+  """Two processes (one device each) where process 1 fails as `failure` says; both must end
+  on their own within the timeout (nobody sends them a signal)."""
+  port = free_port()
+  spec = {"workdir": str(tmp_path / "run"), "steps": 6, "checkpoint_every": 2, **failure}
+  workers = [
+    start_worker(spec, process_id=i, num_processes=2, port=port, devices=1) for i in range(2)
+  ]
+  return [finish(worker, timeout=150) for worker in workers]
+
+
+@pytest.mark.slow
+def test_a_stream_ending_on_one_process_stops_both_naming_it(tmp_path, start_worker):
+  for rc, output in _run_two_failing(tmp_path, start_worker, end_at=[1, 3]):
+    assert rc == 1, output[-3000:]
+    assert (
+      "DataStreamError: the batch iterator of process(es) [1] of 2 ended at step 4 of 6" in output
+    )
+    assert "the last checkpoint is step 2" in output
+
+
+@pytest.mark.slow
+def test_a_process_raising_outside_the_data_brings_the_other_down_promptly(tmp_path, start_worker):
+  # Process 1 raises after step 3 (as a failing eval would); process 0 is then waiting for it
+  # in a collective. Before the fix, process 1 sat in jax.distributed's exit barrier for 300 s
+  # and process 0 in the collective: a hang. Now process 1 exits, process 0's collective fails.
+  (rc_0, out_0), (rc_1, out_1) = _run_two_failing(tmp_path, start_worker, crash_at=[1, 3])
+  assert rc_1 == 1 and "RuntimeError: injected crash after step 3" in out_1, out_1[-3000:]
+  assert rc_0 == 1, out_0[-3000:]
+
+
 @pytest.mark.slow
 def test_sigterm_checkpoints_exits_cleanly_and_resumes(tmp_path, start_worker):
   workdir = tmp_path / "run"
@@ -144,7 +175,7 @@ def test_sigterm_checkpoints_exits_cleanly_and_resumes(tmp_path, start_worker):
   # The signal arrived while batch 5 was being fetched: step 5 finished, then the save.
   checkpointer = Checkpointer(workdir / "checkpoints", keep=3)
   assert checkpointer.all_steps() == [5]
-  assert checkpointer.read_extra(5)["data_states"] == [{"position": 5, "seed": 0}]
+  assert checkpointer.read_extra(5)["data_state"] == {"position": 5, "seed": 0}
   config = tiny_config(steps=8)
   result = loop.train(run_config(config), workdir, _data(config))
   assert result["step"] == 8 and not result["preempted"]

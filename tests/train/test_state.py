@@ -6,7 +6,7 @@ import pytest
 
 from flanjax import partitioning
 from flanjax.model import hf, t5
-from flanjax.train import loop
+from flanjax.train import loop, state
 from flanjax.train.optim import OptimizerConfig, make_optimizer
 from flanjax.train.state import create_train_state
 from flanjax.train.synthetic import SyntheticTask
@@ -62,3 +62,11 @@ def test_init_from_with_another_shape_is_refused(tmp_path):
   data = SyntheticTask(batch_size=8, input_length=16, target_length=16, vocab_size=64)
   with pytest.raises(ValueError, match=r"init_from.*different model shape.*d_ff.*\(128, 64\)"):
     loop.train(run_config(config), tmp_path / "run", data)
+
+
+def test_a_checkpoints_data_state_resumes_on_any_process_count_when_global():
+  pick = state._data_state_for_this_process
+  assert pick({"data_state": {"row": 1}}, 5) == {"row": 1}
+  assert pick({"data_states": [{"p": 3}, {"p": 3}]}, 5) == {"p": 3}  # older list, global stream
+  with pytest.raises(state.CheckpointMismatchError, match="of 2 process.*resume it with 2"):
+    pick({"data_states": [{"p": 3}, {"p": 4}]}, 5)  # per-process streams, now one process

@@ -4,7 +4,9 @@ Usage: python tests/train/worker.py '<json spec>'. The parent sets XLA_FLAGS (de
 for multi-process runs, FLANJAX_COORDINATOR / FLANJAX_NUM_PROCESSES / FLANJAX_PROCESS_ID.
 Spec keys: workdir, steps, mesh [data, fsdp, model], batch_size, checkpoint_every, keep,
 kill_at (SIGKILL itself when batch `kill_at` is requested, once checkpoint `wait_for` is final),
-sigterm_at (SIGTERM itself when batch `sigterm_at` is requested), out (result JSON, process 0).
+sigterm_at (SIGTERM itself when batch `sigterm_at` is requested), out (result JSON, process 0),
+end_at / raise_at [process, batch] (that process's stream ends / raises ValueError there),
+crash_at [process, step] (that process raises RuntimeError after the step: not a data error).
 """
 
 import json
@@ -63,6 +65,10 @@ class Interrupting:
       and self.spec.get("sigterm_process", jax.process_index()) == jax.process_index()
     ):
       os.kill(os.getpid(), signal.SIGTERM)
+    if self.spec.get("end_at") == [jax.process_index(), position]:
+      raise StopIteration
+    if self.spec.get("raise_at") == [jax.process_index(), position]:
+      raise ValueError(f"injected data failure at batch {position}")
     return next(self.inner)
 
   def get_state(self):
@@ -105,8 +111,22 @@ def main():
     process_index=jax.process_index(),
     process_count=jax.process_count(),
   )
+  eval_fn = None
+  if spec.get("crash_at"):
+    config.train.eval_every = 1
+
+    def eval_fn(step, params):
+      if [jax.process_index(), step] == spec["crash_at"]:
+        if spec.get("hard"):
+          os._exit(3)
+        raise RuntimeError(f"injected crash after step {step}")
+      return {}
+
   result = loop.train(
-    helpers.run_config(config), workdir, Interrupting(data, spec, workdir / "checkpoints")
+    helpers.run_config(config),
+    workdir,
+    Interrupting(data, spec, workdir / "checkpoints"),
+    eval_fn=eval_fn,
   )
   if jax.process_index() == 0 and spec.get("out"):
     result["device_count"] = jax.device_count()
