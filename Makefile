@@ -4,6 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SHARED_DATA ?= $(abspath ../shared/data)
+SHARED_BENCHMARKS ?= $(abspath ../shared/benchmarks)
 DEMO_WORKDIR ?= workdirs/demo
 
 .PHONY: venv demo test lint clean
@@ -21,7 +22,7 @@ demo: venv
 	JAX_PLATFORMS=$${JAX_PLATFORMS-cpu} $(PY) tools/launch.py demo --workdir $(DEMO_WORKDIR)
 
 test: venv
-	JAX_PLATFORMS=$${JAX_PLATFORMS-cpu} FLANJAX_DATA_DIR=$(SHARED_DATA) $(PY) -m pytest -q -rs $(PYTEST_ARGS)
+	JAX_PLATFORMS=$${JAX_PLATFORMS-cpu} FLANJAX_DATA_DIR=$(SHARED_DATA) FLANJAX_BENCHMARK_DIR=$(SHARED_BENCHMARKS) $(PY) -m pytest -q -rs $(PYTEST_ARGS)
 
 lint: venv
 	$(VENV)/bin/ruff check flanjax mixtures tools configs benchmarks tests

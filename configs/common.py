@@ -32,9 +32,14 @@ T5_V11_SHAPES = {
   "small": dict(d_model=512, d_kv=64, d_ff=1024, num_layers=8, num_heads=6),
   "base": dict(d_model=768, d_kv=64, d_ff=2048, num_layers=12, num_heads=12),
   "large": dict(d_model=1024, d_kv=64, d_ff=2816, num_layers=24, num_heads=16),
+  "xl": dict(d_model=2048, d_kv=64, d_ff=5120, num_layers=24, num_heads=32),
+  "xxl": dict(d_model=4096, d_kv=64, d_ff=10240, num_layers=24, num_heads=64),
 }
+# Microbatches (gradient accumulation) at batch 64, 2048/512 that `plan` found to fit a TPU v4
+# slice (see each config's `Fits:` line and the README's plan table).
+FLAN_T5_MICROBATCHES = {"small": 2, "base": 4, "large": 8, "xl": 8, "xxl": 16}
 # Fine-tuning steps of the FLAN-T5 paper (Chung et al. 2022).
-FLAN_T5_STEPS = {"small": 98_000, "base": 84_000, "large": 64_000}
+FLAN_T5_STEPS = {"small": 98_000, "base": 84_000, "large": 64_000, "xl": 38_000, "xxl": 14_000}
 
 
 def flan_t5_config(size: str, heldout: str = "summarization") -> ml_collections.ConfigDict:
@@ -49,6 +54,11 @@ def flan_t5_config(size: str, heldout: str = "summarization") -> ml_collections.
     feed_forward_proj="gated-gelu",
     tie_word_embeddings=False,
     dtype="bfloat16",
+    # Pod-scale execution: layers as one nn.scan each (compile time flat in depth), rematerialised
+    # (only each layer's input is kept for the backward pass), Pallas flash attention on TPU.
+    scan_layers=True,
+    remat="full",
+    attention="flash",
     **T5_V11_SHAPES[size],
   )
   c.lengths.inputs, c.lengths.targets = 2048, 512
@@ -60,8 +70,9 @@ def flan_t5_config(size: str, heldout: str = "summarization") -> ml_collections.
     keep_checkpoints=3,
     eval_every=5000,
     z_loss=1e-4,
+    microbatches=FLAN_T5_MICROBATCHES[size],
   )
   c.optimizer.update(name="adafactor", learning_rate=1e-3, schedule="constant", warmup_steps=0)
-  c.mesh.update(data=1, fsdp=-1, model=1)  # FSDP over every chip of a TPU v4-8 / 8-GPU host
+  c.mesh.update(data=1, fsdp=-1, model=1)  # FSDP over every chip of the slice / GPU host
   c.eval.update(split="test", max_examples=500, batch_size=64)
   return c

@@ -22,7 +22,18 @@ import ml_collections
 from flanjax import launchers
 from flanjax.errors import UsageError
 
-COMMANDS = ("train", "eval", "export", "predict", "plan", "tasks", "show", "vocab", "demo")
+COMMANDS = (
+  "train",
+  "eval",
+  "export",
+  "predict",
+  "plan",
+  "compare",
+  "tasks",
+  "show",
+  "vocab",
+  "demo",
+)
 DEMO_CONFIG = "configs/demo.py"
 
 
@@ -34,6 +45,7 @@ COMMAND_HELP = {
   "predict": "predictions for a file of prompts: (--workdir W | --hf_model D) --input F --output F",
   "plan": "compile train/score/decode for a TPU topology from this host; per-device memory: "
   "--config C --topology v4:2x2x1 [--json]",
+  "compare": "eval reports side by side (compare.md, .png): REPORT_OR_EVAL_DIR ... --out DIR",
   "tasks": "list registered tasks, categories, mixtures and row counts",
   "show": "print rendered prompts of a task, every template: --task NAME [-n N] [--split S]",
   "vocab": "train a SentencePiece vocabulary on a mixture: --mixture M --size N --out PATH",
@@ -63,8 +75,12 @@ def _add_common(p: argparse.ArgumentParser, command: str) -> None:
     p.add_argument("--checkpoint", type=int, default=None, help="step (default: the latest)")
   if command in ("eval", "predict"):
     p.add_argument("--hf_model", default=None, help="an HF T5 directory or hub name")
-  if command in ("export", "vocab"):
-    p.add_argument("--out", default=None, help="export: HF dir to write; vocab: .model path")
+  if command in ("export", "vocab", "compare"):
+    p.add_argument(
+      "--out", default=None, help="export: HF dir; vocab: .model path; compare: output dir"
+    )
+  if command == "compare":
+    p.add_argument("reports", nargs="+", metavar="REPORT_OR_EVAL_DIR")
   if command == "predict":
     p.add_argument("--input", default=None, help="prompts .jsonl (field input) or .txt")
     p.add_argument("--output", default=None, help="predictions .jsonl to write")

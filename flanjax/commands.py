@@ -77,7 +77,10 @@ def data_context(rc: RunConfig, *, model_dir: str | None = None, imports=None):
 
   vocab = rc.data.vocab or pretrained_vocab(model_dir or rc.init_from)
   return DataContext(
-    data_dir=resolve_data_dir(rc) or None, vocab=vocab or None, toy_vocab=rc.data.toy_vocab
+    data_dir=resolve_data_dir(rc) or None,
+    vocab=vocab or None,
+    toy_vocab=rc.data.toy_vocab,
+    benchmark_dir=rc.data.benchmark_dir or None,
   )
 
 
@@ -100,6 +103,16 @@ def _report_truncation(batch_iter, rc: RunConfig) -> None:
       f"lengths.targets={rc.data.target_length} (cut, EOS kept)",
       flush=True,
     )
+
+
+def _check_not_a_benchmark(ctx, rc: RunConfig) -> None:
+  """The held-out benchmarks (MMLU, BBH, MGSM) are for evaluation only: never train on them."""
+  from flanjax.data import benchmarks
+
+  try:
+    benchmarks.check_not_training(ctx, rc.data.mixture)
+  except ValueError as error:
+    raise UsageError(f"config.mixture: {error}") from None
 
 
 def _check_vocab_fits(ctx, rc: RunConfig) -> None:
@@ -141,6 +154,7 @@ def train(args, rc: RunConfig) -> int:
   rc.validate(jax.device_count(), process_count)  # every check before the workdir is recorded
   ctx = data_context(rc, imports=args.imports)
   _check_vocab_fits(ctx, rc)  # an unknown mixture fails here, before the workdir
+  _check_not_a_benchmark(ctx, rc)
   if process_index == 0:
     _warn_tasks_without_train_split(ctx, rc)
   eval_fn = None
@@ -216,12 +230,19 @@ def _check_recorded_config(workdir: str, rc: RunConfig) -> None:
 
 
 def evaluate_command(args, rc: RunConfig) -> int:
+  import jax
+
   from flanjax.eval import evaluate, report
   from flanjax.model import hf
+  from flanjax.train import distributed
+
+  # Several processes (--launcher multiprocess / slurm / tpu-vm): each scores 1/N of the rows.
+  distributed.initialize_from_env()
 
   ctx = data_context(rc, model_dir=args.hf_model, imports=args.imports)
   eval_tasks = _eval_tasks(ctx, rc)
-  print(f"evaluating {len(eval_tasks)} task(s) of {', '.join(rc.data.eval_mixtures)}", flush=True)
+  if jax.process_index() == 0:
+    print(f"evaluating {len(eval_tasks)} task(s) of {', '.join(rc.data.eval_mixtures)}")
   if args.hf_model:
     model = hf.load_pretrained(args.hf_model)
     step = None
@@ -239,8 +260,9 @@ def evaluate_command(args, rc: RunConfig) -> int:
     label=",".join(rc.data.eval_mixtures),
     progress=True,
   )
-  print(report.render_markdown(results))
-  print(f"report: {out_dir}/report.md (also report.json, report.png)")
+  if jax.process_index() == 0:
+    print(report.render_markdown(results))
+    print(f"report: {out_dir}/report.md (also report.json, report.png)")
   return 0
 
 
@@ -336,6 +358,20 @@ def plan_command(args, rc: RunConfig) -> int:
   return plan.plan_command(rc, args.topology, as_json=args.as_json)
 
 
+def compare_command(args, rc: RunConfig) -> int:
+  """Reports of several models or steps side by side: compare.md and compare.png."""
+  from flanjax.eval import compare
+
+  if not args.out:
+    raise UsageError("compare needs REPORT_OR_EVAL_DIR ... --out DIR")
+  try:
+    result = compare.compare(args.reports, args.out)
+  except (FileNotFoundError, ValueError) as error:
+    raise UsageError(str(error)) from None
+  print(pathlib.Path(result["files"]["md"]).read_text())
+  return 0
+
+
 # ---------------------------------------------------------------------- data inspection
 def tasks(args, rc: RunConfig) -> int:
   from flanjax.data import inspect
@@ -389,6 +425,7 @@ HANDLERS = {
   "export": export,
   "predict": predict_command,
   "plan": plan_command,
+  "compare": compare_command,
   "tasks": tasks,
   "show": show,
   "vocab": vocab_command,

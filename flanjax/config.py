@@ -60,6 +60,9 @@ class DataConfig:
   data_dir: str = _key("data_dir", "", required=True, doc=f'"" → env {DATA_DIR_ENV}')
   vocab: str = _key("vocab", "", doc='SentencePiece .model or dir; "" → init_from\'s, else bytes')
   toy_vocab: str = _key("toy_vocab", "", doc='toy tasks: "" trained word-level, "bytes", a path')
+  benchmark_dir: str = _key(
+    "benchmark_dir", "", doc='"" → env FLANJAX_BENCHMARK_DIR (e.g. ../shared/benchmarks)'
+  )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -29,6 +29,7 @@ from typing import Any
 
 import jax
 import numpy as np
+from flax import linen as nn
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from flanjax import partitioning
@@ -256,7 +257,7 @@ def _lower_decode(rc: RunConfig, mesh: Mesh, params):
   )
 
   def lower():
-    with jax.set_mesh(mesh):
+    with jax.set_mesh(mesh), nn.logical_axis_rules(partitioning.LOGICAL_AXIS_RULES):
       return decode._decode.lower(  # noqa: SLF001 — the jitted program generate() runs
         params,
         ids,

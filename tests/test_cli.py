@@ -324,7 +324,9 @@ def test_every_config_loads_and_builds_its_model_shape(name):
   assert t5.count_params(shapes) > 0
   if name.startswith("flan_t5_"):
     size = name[len("flan_t5_") : -3]
-    expected = {"small": 77e6, "base": 248e6, "large": 783e6}[size]  # flan-t5 parameter counts
+    expected = {"small": 77e6, "base": 248e6, "large": 783e6, "xl": 2.85e9, "xxl": 11.14e9}[
+      size
+    ]  # flan-t5 parameter counts (HF google/flan-t5-*)
     assert abs(t5.count_params(shapes) - expected) / expected < 0.02
 
 

@@ -217,6 +217,27 @@ def test_a_second_train_on_a_locked_workdir_is_refused(tmp_path):
   assert not (workdir / "config.json").exists()
 
 
+def _numbers(report: dict) -> dict:
+  """A report without its timing fields (what must not depend on the process count)."""
+  tasks = {
+    name: {k: v for k, v in task.items() if k != "seconds"}
+    for name, task in report["tasks"].items()
+  }
+  return {"tasks": tasks, "categories": report["categories"]}
+
+
+@pytest.mark.slow
+def test_a_two_process_eval_gives_the_one_process_report(trained):
+  args = ["eval", "--config", "configs/demo.py", "--workdir", str(trained), *SMALL]
+  path = trained / "eval" / "step_4" / "report.json"
+  _launch(*args)
+  one = json.loads(path.read_text())
+  _launch(*args, "--launcher", "multiprocess", "--num_processes", "2")
+  two = json.loads(path.read_text())
+  assert two["created"] >= one["created"]  # rewritten by the 2-process run
+  assert _numbers(two) == _numbers(one)
+
+
 @pytest.mark.slow
 def test_multiprocess_launcher_runs_real_steps(tmp_path):
   workdir = tmp_path / "mp"

@@ -57,6 +57,7 @@ class DataContext:
   data_dir: str | None = None
   vocab: str | None = None
   toy_vocab: str = ""
+  benchmark_dir: str | None = None  # None: env FLANJAX_BENCHMARK_DIR when a benchmark is read
 
   @staticmethod
   def default() -> DataContext:
@@ -67,7 +68,7 @@ class DataContext:
     """ "" for the default context, else a short hash naming this context's seqio twins."""
     if self == DataContext():
       return ""
-    fields = repr((self.data_dir, self.vocab, self.toy_vocab)).encode()
+    fields = repr((self.data_dir, self.vocab, self.toy_vocab, self.benchmark_dir)).encode()
     return hashlib.sha1(fields).hexdigest()[:8]
 
   def qualified(self, name: str) -> str:
@@ -135,15 +136,22 @@ class DataContext:
       twins = [(self.get(entry).name, rate) for entry, rate in provider.rate_per_task_name.items()]
       return seqio.MixtureRegistry.add(qualified, twins)
 
+  def source_dir(self, task_name: str) -> str | None:
+    """Where a task's files are: the benchmark dir for the held-out benchmarks (config, else env
+    FLANJAX_BENCHMARK_DIR), the data dir for every other task."""
+    if tasks_lib.get_task_info(task_name).family == "benchmark":
+      return self.benchmark_dir or os.environ.get("FLANJAX_BENCHMARK_DIR") or None
+    return self.resolved_data_dir(required=False)
+
   def rendered_split(self, task_name: str, split: str) -> dict[str, list]:
     """A FLAN task's rendered split under this context's data dir (see `tasks.FlanTask`)."""
     task = tasks_lib.get_flan_task(task_name)
-    return task.render_split(split, self.resolved_data_dir(required=False))
+    return task.render_split(split, self.source_dir(task_name))
 
   def bound_source(self, task_name: str):
     """A FLAN task's source reading under this context's data dir."""
     task = tasks_lib.get_flan_task(task_name)
-    return task.bound_source(self.resolved_data_dir(required=False))
+    return task.bound_source(self.source_dir(task_name))
 
 
 DEFAULT = DataContext()

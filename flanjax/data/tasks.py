@@ -31,6 +31,7 @@ import numpy as np
 
 from flanjax.data import sources as sources_lib
 from flanjax.data import templates as templates_lib
+from flanjax.data.benchmarks_tables import BENCHMARK_CATEGORIES
 
 CATEGORIES = (
   "natural_language_inference",
@@ -270,9 +271,10 @@ def add_task(spec: TaskSpec) -> FlanTask:
   name = spec.name
   if name in _TASKS:
     raise ValueError(f"task {name!r} is already registered")
-  if spec.category not in CATEGORIES:
+  if spec.category not in CATEGORIES + BENCHMARK_CATEGORIES:
     raise ValueError(
-      f"task {name!r}: unknown category {spec.category!r}; known: {list(CATEGORIES)}"
+      f"task {name!r}: unknown category {spec.category!r}; known: {list(CATEGORIES)} "
+      f"(and, for the held-out benchmarks, {list(BENCHMARK_CATEGORIES)})"
     )
   if not spec.templates:
     raise ValueError(f"task {name!r}: needs at least one template")

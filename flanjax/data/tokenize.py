@@ -40,7 +40,7 @@ class TokenizedSplit:
 
 
 def _cache_key(context: DataContext, task_name: str, split: str) -> tuple:
-  data_dir = context.resolved_data_dir(required=False)
+  data_dir = context.source_dir(task_name)
   return (data_dir, context.vocab, context.toy_vocab, task_name, split)
 
 

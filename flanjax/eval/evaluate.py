@@ -38,10 +38,11 @@ import jax
 import numpy as np
 
 from flanjax.config import EvalConfig
+from flanjax.eval import compare as compare_lib
+from flanjax.eval import inference, scoring
 from flanjax.eval import metrics as metrics_lib
 from flanjax.eval import rank as rank_lib
 from flanjax.eval import report as report_lib
-from flanjax.eval import scoring
 from flanjax.eval.tasks import EvalExample, EvalTask
 from flanjax.model.config import T5Config
 from flanjax.model.hf import T5Model
@@ -49,6 +50,7 @@ from flanjax.model.hf import T5Model
 log = logging.getLogger(__name__)
 
 NUM_SAMPLES = 3  # predictions kept in report.json per task, to read what the model says
+_strip = inference.strip_after_eos  # the old private name, used by tests
 
 
 class NoExamplesError(ValueError):
@@ -78,47 +80,6 @@ def _check_tasks(model: T5Model, tasks: Sequence[EvalTask], label: str) -> None:
 
 
 # ----------------------------------------------------------------------------- model calls
-def _strip(ids: Sequence[int], eos_id: int) -> list[int]:
-  """Generated ids up to (not including) the first EOS, without padding."""
-  out = []
-  for token in ids:
-    token = int(token)
-    if token == eos_id:
-      break
-    if token != 0:
-      out.append(token)
-  return out
-
-
-def _decode_predictions(
-  model,
-  vocabulary,
-  examples: Sequence[EvalExample],
-  *,
-  batch_size: int,
-  input_length: int,
-  max_new_tokens: int,
-  num_beams: int,
-  eos_id: int,
-) -> list[str]:
-  predictions = []
-  for start in range(0, len(examples), batch_size):
-    batch = examples[start : start + batch_size]
-    # Padding rows hold a lone EOS so every row attends to something; their outputs are dropped.
-    rows = [e.input_ids for e in batch] + [(eos_id,)] * (batch_size - len(batch))
-    tokens = rank_lib.pad_rows(rows, input_length)  # [batch_size, input_length]
-    generated = np.asarray(
-      model.generate(
-        tokens,
-        attention_mask=(tokens != 0).astype(np.int32),
-        max_new_tokens=max_new_tokens,
-        num_beams=num_beams,
-      )
-    )  # [batch_size, <=max_new_tokens]
-    predictions += [vocabulary.decode(_strip(g, eos_id)) for g in generated[: len(batch)]]
-  return predictions
-
-
 # ----------------------------------------------------------------------------- one task
 @dataclasses.dataclass
 class _TaskShapes:
@@ -166,35 +127,9 @@ def _evaluate_task(
   samples: dict[str, list[dict[str, Any]]] = {}
   counts: dict[str, dict[str, int]] = {}
   for split, examples in by_split.items():
-    predictions: list[Any] = [None] * len(examples)
-    ranked = [i for i, e in enumerate(examples) if e.options]
-    if ranked:
-      result = rank_lib.rank_classify(
-        model,
-        [examples[i].input_ids for i in ranked],
-        [[option_ids[o] for o in examples[i].options] for i in ranked],
-        batch_size=cfg.batch_size,
-        length_normalize=cfg.length_normalize,
-        num_options=shapes.num_options,
-        input_length=shapes.input_length,
-        target_length=shapes.target_length,
-      )
-      for i, choice in zip(ranked, result.choices, strict=True):
-        predictions[i] = examples[i].options[int(choice)]
-    decoded = [i for i, e in enumerate(examples) if not e.options]
-    if decoded:
-      texts = _decode_predictions(
-        model,
-        vocabulary,
-        [examples[i] for i in decoded],
-        batch_size=cfg.batch_size,
-        input_length=shapes.input_length,
-        max_new_tokens=cfg.target_length,
-        num_beams=cfg.num_beams,
-        eos_id=eos_id,
-      )
-      for i, text in zip(decoded, texts, strict=True):
-        predictions[i] = text
+    predictions = inference.predict_across_processes(
+      model, examples, option_ids, shapes, cfg, vocabulary, eos_id
+    )
     template_ids = sorted({e.template_id for e in examples})
     for template_id in template_ids:
       rows = [i for i, e in enumerate(examples) if e.template_id == template_id]
@@ -404,6 +339,9 @@ def evaluate(
       **dict(extra or {}),
     },
   )
+  benchmarks = compare_lib.benchmark_summary(report)  # MMLU / BBH / MGSM headline numbers
+  if benchmarks:
+    report["benchmarks"] = benchmarks
   if out_dir is not None and jax.process_index() == 0:  # every process computed the same report
     report_lib.write_report(report, out_dir)
   return report

@@ -23,6 +23,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from flanjax.eval import answers
+
 MetricFn = Callable[[Sequence, Sequence], dict[str, float]]
 Target = str | Sequence[str]
 
@@ -314,6 +316,7 @@ METRICS: dict[str, MetricFn] = {
   "macro_f1": macro_f1,
   "trivia_qa": trivia_qa,
   "glue_f1": glue_f1,
+  **answers.METRICS,  # the held-out benchmarks' answer extraction (BBH, MGSM)
 }
 
 # The number a metric name stands for in tables and in best-template selection.
@@ -327,6 +330,7 @@ PRIMARY_KEY = {
   "macro_f1": "macro_f1",
   "trivia_qa": "exact_match",
   "glue_f1": "f1",
+  **answers.PRIMARY_KEY,
 }
 
 

@@ -31,7 +31,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import linen as nn
 
+from flanjax import partitioning
 from flanjax.model import decode
 from flanjax.model.hf import T5Model
 
@@ -113,7 +115,9 @@ def _shared_encoder_scorer(config) -> Callable:
 
   @jax.jit
   def score(params, input_tokens, option_targets):
-    return module.apply({"params": params}, input_tokens, option_targets, method=forward)
+    # The logical axis rules let sharded kernels (flash attention) split over the mesh.
+    with nn.logical_axis_rules(partitioning.LOGICAL_AXIS_RULES):
+      return module.apply({"params": params}, input_tokens, option_targets, method=forward)
 
   return score
 

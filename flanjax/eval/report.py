@@ -73,10 +73,7 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     "`selection` split (the last training rows, never trained on); each row names its split"
     + (
       ", and rows marked ⚠ had no split apart from the reported one, so their choice is optimistic"
-      if any(
-        (t.get("best_template") or {}).get("selected_on_report_split")
-        for t in report["tasks"].values()
-      )
+      if any(_optimistic(t) for t in report["tasks"].values())
       else ""
     )
     + ". Held-out categories were not in the training mixture. Category score: mean over its "
@@ -110,7 +107,7 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     lines.append(
       f"| {name} | {task['category']} | {task['split']} | {task['primary_metric']} | "
       f"{best['template_id']} ({best['selected_on']}"
-      f"{' ⚠' if best.get('selected_on_report_split') else ''}) | {_fmt(task['score'])} | "
+      f"{' ⚠' if _optimistic(task) else ''}) | {_fmt(task['score'])} | "
       f"{_fmt(task['score_mean_templates'])} | {all_scores} |"
     )
   truncated = {
@@ -121,6 +118,10 @@ def render_markdown(report: Mapping[str, Any]) -> str:
   if truncated:
     lines += ["", f"## Truncated inputs (cut to {report.get('input_length')} tokens, EOS kept)", ""]
     lines += [f"- `{name}`: {n} example(s)" for name, n in truncated.items()]
+  if report.get("benchmarks"):
+    from flanjax.eval import compare
+
+    lines += ["", compare.render_benchmarks(report["benchmarks"]).rstrip()]
   notes = [f"- {metrics_lib.METRIC_NOTES[m]}" for m in _metrics_used(report)]
   if notes:
     lines += ["", "## Metric notes", "", *notes]
@@ -128,6 +129,12 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     lines += ["", "## Errors", ""]
     lines += [f"- `{name}`: {_escape(msg)}" for name, msg in report["errors"].items()]
   return "\n".join(lines) + "\n"
+
+
+def _optimistic(task: Mapping[str, Any]) -> bool:
+  """A best template chosen on the split it reports, among several (one template: no choice)."""
+  best = task.get("best_template") or {}
+  return bool(best.get("selected_on_report_split")) and len(task.get("per_template", {})) > 1
 
 
 def _metrics_used(report: Mapping[str, Any]) -> list[str]:

@@ -1,0 +1,21 @@
+"""FLAN-T5-XXL recipe: fine-tune google/flan-t5-xxl (or google/t5-v1_1-xxl) on flan_mini.
+
+Command:   python tools/launch.py train --config configs/flan_t5_xxl.py --workdir W \
+               --launcher tpu-vm --tpu NAME --zone Z
+           (offline: --config.init_from=/path/to/hf/dir; check the topology first with
+           python tools/launch.py plan --config configs/flan_t5_xxl.py --topology TOPOLOGY)
+Hardware:  a TPU pod slice (see Fits below); FSDP over every chip, bf16 compute, f32 params,
+           scanned + rematerialised layers, Pallas flash attention.
+Time:      not measured here (no TPU); plan reports the compiled FLOPs per step.
+Recipe:    Adafactor, constant learning rate 1e-3, packing, inputs 2048 / targets 512, batch 64,
+           summarization held out (flan_mini_holdout_summarization), evaluated on all categories.
+Fits:      (see the README's plan table; measured by benchmarks/plan_table.py)
+Expected:  the held-out summarization ROUGE stays near flan-t5-xxl's zero-shot figure
+           (measure it first with: tools/launch.py eval --hf_model google/flan-t5-xxl ...).
+"""
+
+from configs import common
+
+
+def get_config():
+  return common.flan_t5_config("xxl")

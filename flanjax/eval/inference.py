@@ -1,0 +1,117 @@
+"""Predictions of a model on eval examples: the best option (rank classification) for examples
+with options, greedy / beam decoding for the others; dealt out over processes when several run.
+
+Example:
+  >>> predict(model, examples, option_ids, shapes, eval_config, vocabulary, eos_id=1)
+  ['positive', 'a cat on a mat', ...]                                      # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import numpy as np
+from flax import linen as nn
+
+from flanjax import partitioning
+from flanjax.config import EvalConfig
+from flanjax.eval import rank as rank_lib
+from flanjax.eval.tasks import EvalExample
+
+
+def strip_after_eos(ids: Sequence[int], eos_id: int) -> list[int]:
+  """Generated ids up to (not including) the first EOS, without padding."""
+  out = []
+  for token in ids:
+    token = int(token)
+    if token == eos_id:
+      break
+    if token != 0:
+      out.append(token)
+  return out
+
+
+def _decode_predictions(
+  model,
+  vocabulary,
+  examples: Sequence[EvalExample],
+  *,
+  batch_size: int,
+  input_length: int,
+  max_new_tokens: int,
+  num_beams: int,
+  eos_id: int,
+) -> list[str]:
+  predictions = []
+  for start in range(0, len(examples), batch_size):
+    batch = examples[start : start + batch_size]
+    # Padding rows hold a lone EOS so every row attends to something; their outputs are dropped.
+    rows = [e.input_ids for e in batch] + [(eos_id,)] * (batch_size - len(batch))
+    tokens = rank_lib.pad_rows(rows, input_length)  # [batch_size, input_length]
+    with nn.logical_axis_rules(partitioning.LOGICAL_AXIS_RULES):  # sharded kernels split
+      generated = np.asarray(
+        model.generate(
+          tokens,
+          attention_mask=(tokens != 0).astype(np.int32),
+          max_new_tokens=max_new_tokens,
+          num_beams=num_beams,
+        )
+      )  # [batch_size, <=max_new_tokens]
+    predictions += [vocabulary.decode(strip_after_eos(g, eos_id)) for g in generated[: len(batch)]]
+  return predictions
+
+
+def predict(
+  model, examples, option_ids, shapes, cfg: EvalConfig, vocabulary, eos_id: int
+) -> list[str]:
+  """The prediction of every example: its best option (rank classification) or decoded text."""
+  predictions: list[Any] = [None] * len(examples)
+  ranked = [i for i, e in enumerate(examples) if e.options]
+  if ranked:
+    result = rank_lib.rank_classify(
+      model,
+      [examples[i].input_ids for i in ranked],
+      [[option_ids[o] for o in examples[i].options] for i in ranked],
+      batch_size=cfg.batch_size,
+      length_normalize=cfg.length_normalize,
+      num_options=shapes.num_options,
+      input_length=shapes.input_length,
+      target_length=shapes.target_length,
+    )
+    for i, choice in zip(ranked, result.choices, strict=True):
+      predictions[i] = examples[i].options[int(choice)]
+  decoded = [i for i, e in enumerate(examples) if not e.options]
+  if decoded:
+    texts = _decode_predictions(
+      model,
+      vocabulary,
+      [examples[i] for i in decoded],
+      batch_size=cfg.batch_size,
+      input_length=shapes.input_length,
+      max_new_tokens=cfg.target_length,
+      num_beams=cfg.num_beams,
+      eos_id=eos_id,
+    )
+    for i, text in zip(decoded, texts, strict=True):
+      predictions[i] = text
+  return predictions
+
+
+def predict_across_processes(model, examples, *args) -> list[str]:
+  """`predict` with the examples dealt out over the processes (process p takes every P-th,
+  from p), then gathered in order: N processes each do 1/N of the scoring and decoding, and the
+  predictions equal a 1-process run's (same programs, same shapes, rows never interact)."""
+  count = jax.process_count()
+  if count == 1:
+    return predict(model, examples, *args)
+  from flanjax.train import distributed
+
+  index = jax.process_index()
+  mine = predict(model, examples[index::count], *args) if examples[index::count] else []
+  gathered = distributed.gather_json(mine)  # [process][k] → example k*count + process
+  predictions = [None] * len(examples)
+  for process, values in enumerate(gathered):
+    predictions[process::count] = values
+  return predictions
