@@ -16,8 +16,8 @@ Time:      not measured on an accelerator yet. The work per mode: MMLU 14,042 qu
            direct / CoT 2.2 / 8.3 min, MGSM 0/8-shot 0.2 / 2.6 min.
 Expected:  the published Flan-T5 figures (Chung et al. 2022, "Scaling Instruction-Finetuned
            Language Models", arXiv:2210.11416, the Flan-T5 rows of its results tables (Table 5;
-           a third-party check cites Large 45.1 from Table 6); accuracy / exact match, %). Quoted from
-           memory: verify against the paper before relying on a digit.
+           a third-party check cites Large 45.1 from Table 6); accuracy / exact match, %).
+           Quoted from memory: verify against the paper before relying on a digit.
 
              model           MMLU 5-shot  BBH direct  BBH CoT  MGSM CoT 8-shot  TyDiQA 1-shot
              Flan-T5-Small        28.7        29.1       19.2         0.2            1.1
