@@ -52,7 +52,11 @@ def _refused(*args):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
   workdir = tmp_path_factory.mktemp("demo") / "run"
-  _launch("train", "--config", "configs/demo.py", "--workdir", str(workdir), *SMALL)
+  result = _launch("train", "--config", "configs/demo.py", "--workdir", str(workdir), *SMALL)
+  # Before the first progress line, the run says what it is doing (no minute of silence).
+  said = result.stdout
+  assert said.index("loading data: mixture toy_holdout_sentiment") < said.index("compiling")
+  assert said.index("compiling the train step") < said.index("step 2/4 | loss")
   return workdir
 
 
@@ -70,7 +74,7 @@ def test_train_writes_metrics_and_checkpoints(trained):
 @pytest.mark.slow
 def test_running_again_resumes_without_error(trained):
   result = _launch("train", "--config", "configs/demo.py", "--workdir", str(trained), *SMALL)
-  assert "trained to step 4" in result.stdout
+  assert "trained to step 4" in result.stdout and "resumed from step 4" in result.stdout
   lines = (trained / "metrics.jsonl").read_text().splitlines()
   assert len(lines) == 2  # nothing recomputed, nothing duplicated
 

@@ -150,11 +150,11 @@ class BatchIterator(Iterator[dict[str, np.ndarray]]):
 
   def set_state(self, state: Mapping[str, Any]) -> None:
     """Moves to `state` (from `get_state()` of any host, for any host count: they are equal)."""
-    config = _upgrade_config(state)
-    if config is not None and config != self._fingerprint():
+    saved = _upgrade_config(state)
+    if saved is not None and saved != self._fingerprint():
       ours = self._fingerprint()
-      changed = sorted(k for k in set(config) | set(ours) if config.get(k) != ours.get(k))
-      diff = {k: (config.get(k), ours.get(k)) for k in changed}
+      changed = sorted(k for k in set(saved) | set(ours) if saved.get(k) != ours.get(k))
+      diff = {k: (saved.get(k), ours.get(k)) for k in changed}
       raise ValueError(
         "data state was saved for a different pipeline ({field: (saved, now)} = "
         f"{diff}); resume with the config it was written with, or start a new workdir"
