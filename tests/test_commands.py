@@ -243,6 +243,24 @@ def test_a_two_process_eval_gives_the_one_process_report(trained):
 
 
 @pytest.mark.slow
+def test_a_refused_run_records_nothing(tmp_path):
+  workdir = tmp_path / "refused"
+  base = ["train", "--config", "configs/demo.py", "--workdir", str(workdir), *SMALL]
+  # A typo in eval_mixtures fails at start-up, not at the first in-training eval.
+  stderr = _refused(
+    *base, "--config.train.eval_every=2", "--config.eval_mixtures=toy_eval_sentimnt"
+  )
+  assert "config.eval_mixtures" in stderr and "toy_eval_sentimnt" in stderr
+  # A batch that does not divide over the mesh is refused before the workdir is recorded.
+  stderr = _refused(
+    *base, "--config.train.batch_size=9", "--config.mesh.fsdp=1", "--config.mesh.data=2"
+  )
+  assert "config.train.batch_size=9" in stderr or "mesh" in stderr
+  assert not (workdir / "config.json").exists()
+  _launch(*base, "--config.train.steps=2")  # the corrected rerun is not "another config"
+
+
+@pytest.mark.slow
 def test_multiprocess_launcher_runs_real_steps(tmp_path):
   workdir = tmp_path / "mp"
   _launch(

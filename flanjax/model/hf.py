@@ -212,9 +212,15 @@ def _read_tensors(files: list[str]) -> dict[str, tuple[np.ndarray, str]]:
     if path.endswith(".safetensors"):
       from safetensors import safe_open
 
-      with safe_open(path, framework="flax") as f:
-        for name in f.keys():
-          tensors[name] = (np.asarray(f.get_tensor(name), np.float32), path)
+      try:
+        with safe_open(path, framework="flax") as f:
+          for name in f.keys():
+            tensors[name] = (np.asarray(f.get_tensor(name), np.float32), path)
+      except Exception as error:  # truncated, garbled header, ...: name the file, one line
+        raise CheckpointError(
+          f"{path} is not a readable safetensors file ({type(error).__name__}: "
+          f"{' '.join(str(error).split())[:200]}); re-download or re-export it"
+        ) from None
     else:
       try:
         import torch

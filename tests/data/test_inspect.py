@@ -61,3 +61,18 @@ def test_list_tasks_counts_rows_in_the_context_data_dir(tmp_path):
   lines = {line.split()[0]: line.split() for line in out.getvalue().splitlines() if line.strip()}
   assert lines["sst2"][-3:] == ["?", "?", "?"]  # the empty data dir has no sst2 folder
   assert lines["toy_add"][-3:] == ["2000", "100", "100"]
+
+
+def test_one_empty_split_file_breaks_only_its_task(tmp_path):
+  from flanjax.data import DataContext, eval_data
+
+  (tmp_path / "cb").mkdir()
+  (tmp_path / "cb" / "train.jsonl").write_text("")  # empty: broken
+  (tmp_path / "cb" / "validation.jsonl").write_text("")
+  ctx = DataContext(data_dir=str(tmp_path), toy_vocab="bytes")
+  out = io.StringIO()
+  inspect.list_tasks(ctx, out)  # the listing still works, every other task included
+  assert "toy_add" in out.getvalue() and "cb" in out.getvalue()
+  assert eval_data.eval_rows(ctx, "toy_add", "validation")  # other tasks are untouched
+  with pytest.raises(ValueError, match=r"cb.*is empty"):
+    eval_data.eval_rows(ctx, "cb", "validation")

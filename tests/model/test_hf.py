@@ -150,3 +150,16 @@ def test_bfloat16_load(tmp_path):
   leaves = [x.dtype.name for x in __import__("jax").tree_util.tree_leaves(model.params)]
   assert set(leaves) == {"bfloat16"}
   assert isinstance(model.config, T5Config)
+
+
+def test_a_truncated_safetensors_file_is_one_line_naming_it(tmp_path):
+  from flanjax.model import hf as hf_lib
+  from flanjax.model.config import T5Config
+
+  config = T5Config.tiny(vocab_size=64, d_model=32, d_kv=8, d_ff=64, num_layers=1, num_heads=4)
+  hf_lib.save_pretrained(hf_lib.T5Model.init(config), tmp_path)
+  weights = tmp_path / "model.safetensors"
+  weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+  with pytest.raises(hf_lib.CheckpointError, match="model.safetensors is not a readable") as info:
+    hf_lib.load_pretrained(tmp_path)
+  assert "\n" not in str(info.value) and str(weights) in str(info.value)
