@@ -37,7 +37,7 @@ T5_V11_SHAPES = {
 }
 # Microbatches (gradient accumulation) at batch 64, 2048/512 that `plan` found to fit a TPU v4
 # slice (see each config's `Fits:` line and the README's plan table).
-FLAN_T5_MICROBATCHES = {"small": 2, "base": 4, "large": 8, "xl": 8, "xxl": 16}
+FLAN_T5_MICROBATCHES = {"small": 2, "base": 4, "large": 8, "xl": 8, "xxl": 8}
 # Fine-tuning steps of the FLAN-T5 paper (Chung et al. 2022).
 FLAN_T5_STEPS = {"small": 98_000, "base": 84_000, "large": 64_000, "xl": 38_000, "xxl": 14_000}
 
