@@ -312,27 +312,38 @@ def _relaunch_args(argv: list[str]) -> list[str]:
   return out
 
 
+def _is_file_arg(flag: str | None, value: str) -> bool:
+  """The config file, or a user module given as a .py path (a module name stays as it is)."""
+  return flag == "--config" or (flag == "--import" and value.endswith(".py"))
+
+
+def _absolute_file_args(argv: list[str]) -> list[str]:
+  """argv with the values of `--config` and `--import x.py` (either spelling) made absolute.
+
+  Example: ["--config", "configs/demo.py", "--import=t.py"] -> ["--config", "/repo/configs/
+  demo.py", "--import=/cwd/t.py"].
+  """
+  out, previous = [], None
+  for arg in argv:
+    flag, eq, value = arg.partition("=")
+    if eq and _is_file_arg(flag, value):
+      out.append(f"{flag}={os.path.abspath(value)}")
+    elif _is_file_arg(previous, arg):
+      out.append(os.path.abspath(arg))
+    else:
+      out.append(arg)
+    previous = arg
+  return out
+
+
 def remote_args(args, argv: list[str], config) -> list[str]:
   """What every launched process runs: argv without launcher flags, plus what the run needs
   that would otherwise come from this shell (the data dir from env FLANJAX_DATA_DIR, as
   `--config.data_dir`), and the config file as an absolute path (slurm runs from the repo).
   """
   inner = _relaunch_args(argv)
-  if args.config and args.launcher in ("slurm", "multiprocess"):
-    absolute = os.path.abspath(args.config)
-    inner = [absolute if a == args.config else a for a in inner]
-    inner = [f"--config={absolute}" if a == f"--config={args.config}" else a for a in inner]
-  if args.launcher in ("slurm", "multiprocess"):  # a user module given as a relative .py path
-    inner = [
-      os.path.abspath(a) if a.endswith(".py") and prev == "--import" else a
-      for prev, a in zip([None, *inner[:-1]], inner, strict=True)
-    ]
-    inner = [
-      f"--import={os.path.abspath(a.split('=', 1)[1])}"
-      if a.startswith("--import=") and a.endswith(".py")
-      else a
-      for a in inner
-    ]
+  if args.launcher in ("slurm", "multiprocess"):  # same file system, maybe another directory
+    inner = _absolute_file_args(inner)
   data_dir = os.environ.get("FLANJAX_DATA_DIR", "")
   if config is not None and not read_run_config(config).data.data_dir and data_dir:
     inner.append(f"--config.data_dir={os.path.abspath(data_dir)}")

@@ -36,7 +36,7 @@ from flanjax import partitioning
 from flanjax import plan_compile as pc
 from flanjax.config import RunConfig
 from flanjax.model import decode, t5
-from flanjax.train import flops, optim, state, step
+from flanjax.train import flops, state, step
 
 FITS, DOES_NOT_FIT = "FITS", "DOES NOT FIT"
 STEPS = ("train", "score", "decode")
@@ -198,21 +198,7 @@ def abstract_train_batch(rc: RunConfig, mesh: Mesh) -> dict[str, jax.ShapeDtypeS
 
 
 def _lower_train(rc: RunConfig, mesh: Mesh, abstract_state, shardings):
-  optimizer = optim.make_optimizer(rc.optimizer, rc.train.steps)
-  schedule = optim.make_schedule(rc.optimizer, rc.train.steps)
-  train_step = step.jit_train_step(
-    step.make_train_step(
-      step.make_apply_fn(rc.model),
-      optimizer,
-      schedule,
-      dropout_seed=rc.seed + 1,
-      num_microbatches=rc.train.microbatches,
-      label_smoothing=rc.train.label_smoothing,
-      z_loss=rc.train.z_loss,
-    ),
-    shardings,
-    mesh,
-  )
+  train_step = step.jit_run_train_step(rc, shardings, mesh)  # exactly what the loop runs
   batch = abstract_train_batch(rc, mesh)
 
   def lower():

@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from flanjax.eval.inference import fit_ids, strip_after_eos
+
 PROMPT_FIELDS = ("input", "inputs", "prompt")
 
 
@@ -79,23 +81,10 @@ def _prompt(row: dict[str, Any]) -> str:
   return next(row[f] for f in PROMPT_FIELDS if f in row)
 
 
-def _encode(vocabulary, text: str, max_length: int) -> tuple[list[int], bool]:
+def _encode(vocabulary, text: str, max_length: int) -> tuple[tuple[int, ...], bool]:
   """Token ids with EOS last, cut to `max_length` keeping the EOS; (ids, truncated)."""
-  ids = list(vocabulary.encode(text))
   eos = int(vocabulary.eos_id)
-  if len(ids) + 1 > max_length:
-    return ids[: max_length - 1] + [eos], True
-  return ids + [eos], False
-
-
-def _strip(ids: Sequence[int], eos_id: int) -> list[int]:
-  out = []
-  for token in ids:
-    if int(token) == eos_id:
-      break
-    if int(token) != 0:
-      out.append(int(token))
-  return out
+  return fit_ids([*vocabulary.encode(text), eos], max_length, eos)
 
 
 def predict_rows(
@@ -140,7 +129,7 @@ def predict_rows(
         )
       )  # [batch, <= max_new_tokens]
       for row, (_, cut), ids in zip(batch, encoded, generated, strict=False):
-        record = {**row, "prediction": vocabulary.decode(_strip(ids, eos))}
+        record = {**row, "prediction": vocabulary.decode(strip_after_eos(ids, eos))}
         if cut:
           record["truncated"] = True
           truncated += 1

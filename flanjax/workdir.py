@@ -97,9 +97,14 @@ def describe_changes(changes: list[tuple[str, Any, Any]], limit: int = 6) -> str
   return "; ".join(shown) + more
 
 
+def _aside_path(path: pathlib.Path) -> pathlib.Path:
+  """Where `path` goes when it is moved aside: `<name>.old-<time>` beside it."""
+  return path.with_name(f"{path.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
+
+
 def move_aside(path: pathlib.Path) -> pathlib.Path:
   """Renames `path` to `<name>.old-<time>` (never deletes); returns the new path."""
-  aside = path.with_name(f"{path.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
+  aside = _aside_path(path)
   shutil.move(str(path), aside)
   return aside
 
@@ -136,7 +141,7 @@ def prepare_workdir(workdir: str | pathlib.Path, rc: RunConfig, *, overwrite: bo
   check_workdir(path, rc, overwrite=overwrite)
   changes = config_changes(path, rc)
   if changes or (changes is None and _contents(path)):
-    aside = path.with_name(f"{path.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
+    aside = _aside_path(path)
     aside.mkdir(parents=True)
     for child in _contents(path):
       shutil.move(str(child), aside / child.name)

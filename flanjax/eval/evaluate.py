@@ -102,9 +102,10 @@ def _task_shapes(
 
 def _evaluate_task(
   model: T5Model, task: EvalTask, splits: Sequence[str], cfg: EvalConfig
-) -> tuple[dict, dict, dict]:
+) -> tuple[dict, dict, dict, dict, float | None]:
   """Returns per_template {tid: {split: metrics}}, samples {tid: [...]} (of the last split),
-  example counts {split: {tid: n}} and truncated inputs {split: n}."""
+  example counts {split: {tid: n}}, truncated inputs {split: n} and the chance level of the
+  reported split (None where it has none)."""
   vocabulary = task.vocabulary
   eos_id = int(getattr(vocabulary, "eos_id", None) or model.config.eos_token_id)
   max_examples = cfg.max_examples or None
@@ -151,7 +152,8 @@ def _evaluate_task(
         for i in rows[:NUM_SAMPLES]
       ]
     counts[split] = {t: sum(e.template_id == t for e in examples) for t in template_ids}
-  return per_template, samples, counts, truncated
+  chance = _chance(by_split[splits[-1]], metrics_lib.primary_key(list(task.metric_names)))
+  return per_template, samples, counts, truncated, chance
 
 
 def _fit_inputs(
@@ -167,20 +169,19 @@ def _fit_inputs(
   """
   out, cut = [], 0
   for example in examples:
-    if len(example.input_ids) > max_length:
-      ids = tuple(example.input_ids[: max_length - 1]) + (eos_id,)
+    ids, was_cut = inference.fit_ids(example.input_ids, max_length, eos_id)
+    if was_cut:
       example = dataclasses.replace(example, input_ids=ids)
       cut += 1
     out.append(example)
   return out, cut
 
 
-def _chance(task: EvalTask, split: str, cfg: EvalConfig, primary_metric: str) -> float | None:
+def _chance(examples: Sequence[EvalExample], primary_metric: str) -> float | None:
   """Expected accuracy (0-100) of a uniform guess among each example's options; None when the
   primary metric is not accuracy or the task is not classification."""
   if primary_metric != "accuracy":
     return None
-  examples = task.load(split, cfg.max_examples or None)
   if not examples or not all(e.options for e in examples):
     return None
   return float(100.0 * np.mean([1.0 / len(e.options) for e in examples]))
@@ -275,7 +276,7 @@ def evaluate(
         raise NoExamplesError(
           f"task {task.name!r} has no split {cfg.split!r}; it has {list(task.splits)}"
         )
-      per_template, samples, counts, truncated = _evaluate_task(model, task, splits, cfg)
+      per_template, samples, counts, truncated, chance = _evaluate_task(model, task, splits, cfg)
       summary = scoring.summarize_task(
         task.name,
         category=task.category,
@@ -287,7 +288,7 @@ def evaluate(
       summary["num_examples"] = counts
       summary["truncated"] = truncated  # {split: inputs cut to eval_config.input_length}
       summary["samples"] = samples[summary["best_template"]["template_id"]]
-      summary["chance"] = _chance(task, splits[-1], cfg, summary["primary_metric"])
+      summary["chance"] = chance
     except Exception as error:  # one task's failure must not lose the others' results
       log.error("evaluation of task %s failed:\n%s", task.name, traceback.format_exc())
       summary = scoring.failed_task(

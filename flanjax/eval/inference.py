@@ -2,8 +2,8 @@
 with options, greedy / beam decoding for the others; dealt out over processes when several run.
 
 Example:
-  >>> predict(model, examples, option_ids, shapes, eval_config, vocabulary, eos_id=1)
-  ['positive', 'a cat on a mat', ...]                                      # doctest: +SKIP
+  >>> predict(model, examples, option_ids, shapes, eval_config, vocabulary, 1)  # doctest: +SKIP
+  ['positive', 'a cat on a mat', ...]
 """
 
 from __future__ import annotations
@@ -19,6 +19,19 @@ from flanjax import partitioning
 from flanjax.config import EvalConfig
 from flanjax.eval import rank as rank_lib
 from flanjax.eval.tasks import EvalExample
+
+
+def fit_ids(ids: Sequence[int], max_length: int, eos_id: int) -> tuple[tuple[int, ...], bool]:
+  """Ids (EOS last) cut to `max_length` with their EOS kept (seqio's `append_eos_after_trim`);
+  returns (ids, whether they were cut).
+
+  Example:
+    >>> fit_ids([5, 6, 7, 1], 3, eos_id=1)
+    ((5, 6, 1), True)
+  """
+  if len(ids) > max_length:
+    return tuple(ids[: max_length - 1]) + (eos_id,), True
+  return tuple(ids), False
 
 
 def strip_after_eos(ids: Sequence[int], eos_id: int) -> list[int]:

@@ -17,6 +17,7 @@ Example:
 from __future__ import annotations
 
 import collections
+import functools
 import re
 import string
 from collections.abc import Callable, Sequence
@@ -169,6 +170,17 @@ def _token_f1(reference: str, prediction: str, normalize=normalize_answer) -> fl
   return 2 * precision * recall / (precision + recall)
 
 
+def _best_over_references(targets, predictions, metric: str, score) -> float:
+  """100 x the mean over examples of the best `score(reference, prediction)` over references."""
+  _check_lengths(targets, predictions, metric)
+  pairs = zip(targets, predictions, strict=True)
+  return 100.0 * float(np.mean([max(score(r, p) for r in _references(t)) for t, p in pairs]))
+
+
+def _exact(normalize):
+  return lambda reference, prediction: float(normalize(reference) == normalize(prediction))
+
+
 def exact_match(targets: Sequence[Target], predictions: Sequence[str]) -> dict[str, float]:
   """Percentage of predictions equal to some reference after SQuAD normalisation.
 
@@ -176,12 +188,8 @@ def exact_match(targets: Sequence[Target], predictions: Sequence[str]) -> dict[s
     >>> exact_match([["Paris", "paris, France"], "a dog"], ["the paris", "cat"])
     {'exact_match': 50.0}
   """
-  _check_lengths(targets, predictions, "exact_match")
-  hits = [
-    max(float(normalize_answer(r) == normalize_answer(p)) for r in _references(t))
-    for t, p in zip(targets, predictions, strict=True)
-  ]
-  return {"exact_match": 100.0 * float(np.mean(hits))}
+  em = _best_over_references(targets, predictions, "exact_match", _exact(normalize_answer))
+  return {"exact_match": em}
 
 
 def token_f1(targets: Sequence[Target], predictions: Sequence[str]) -> dict[str, float]:
@@ -191,11 +199,7 @@ def token_f1(targets: Sequence[Target], predictions: Sequence[str]) -> dict[str,
     >>> token_f1(["new york city"], ["new york"])
     {'f1': 80.0}
   """
-  _check_lengths(targets, predictions, "f1")
-  scores = [
-    max(_token_f1(r, p) for r in _references(t)) for t, p in zip(targets, predictions, strict=True)
-  ]
-  return {"f1": 100.0 * float(np.mean(scores))}
+  return {"f1": _best_over_references(targets, predictions, "f1", _token_f1)}
 
 
 def squad(targets: Sequence[Target], predictions: Sequence[str]) -> dict[str, float]:
@@ -211,14 +215,9 @@ def trivia_qa(targets: Sequence[Target], predictions: Sequence[str]) -> dict[str
     >>> trivia_qa([["Eiffel Tower", "la tour"]], ["eiffel-tower"])
     {'exact_match': 100.0, 'f1': 100.0}
   """
-  _check_lengths(targets, predictions, "trivia_qa")
-  pairs = list(zip(targets, predictions, strict=True))
-  em = [
-    max(float(normalize_trivia_qa(r) == normalize_trivia_qa(p)) for r in _references(t))
-    for t, p in pairs
-  ]
-  f1 = [max(_token_f1(r, p, normalize_trivia_qa) for r in _references(t)) for t, p in pairs]
-  return {"exact_match": 100.0 * float(np.mean(em)), "f1": 100.0 * float(np.mean(f1))}
+  f1 = functools.partial(_token_f1, normalize=normalize_trivia_qa)
+  em = _best_over_references(targets, predictions, "trivia_qa", _exact(normalize_trivia_qa))
+  return {"exact_match": em, "f1": _best_over_references(targets, predictions, "trivia_qa", f1)}
 
 
 # ----------------------------------------------------------------------------- classification

@@ -64,8 +64,8 @@ from flanjax.config import RunConfig
 from flanjax.model import t5
 from flanjax.train import distributed, flops
 from flanjax.train.checkpoint import Checkpointer
-from flanjax.train.loop_io import MetricsWriter, PreemptionFlag
-from flanjax.train.optim import make_optimizer, make_schedule
+from flanjax.train.loop_io import SIGNALS, MetricsWriter, PreemptionFlag
+from flanjax.train.optim import make_optimizer
 from flanjax.train.state import (
   TrainState,
   abstract_run_state,
@@ -73,13 +73,7 @@ from flanjax.train.state import (
   model_shape,
   restore_latest,
 )
-from flanjax.train.step import (
-  BATCH_KEYS,
-  PACKING_KEYS,
-  jit_train_step,
-  make_apply_fn,
-  make_train_step,
-)
+from flanjax.train.step import BATCH_KEYS, PACKING_KEYS, jit_run_train_step
 
 _AVERAGED = ("loss", "cross_entropy", "z_loss", "grad_norm")
 
@@ -94,8 +88,7 @@ class DataStreamError(RuntimeError):
   """A process's batch iterator ended early or raised: every process stops with this message."""
 
 
-# Signals by strength (the strongest received by any process wins), as codes for the agreement.
-_SIGNALS = (None, "SIGTERM", "SIGINT")
+# Data status per process, gathered with the signal code at every step (`_agree`).
 _DATA_OK, _DATA_ENDED, _DATA_FAILED = 0, 1, 2
 
 
@@ -111,8 +104,8 @@ def _fetch(batch_iter, rows: int, step: int) -> tuple[dict | None, int, BaseExce
 
 def _agree(signal_name: str | None, status: int) -> tuple[str | None, np.ndarray]:
   """(strongest signal any process received, every process's data status): a collective."""
-  codes = distributed.gather_ints([_SIGNALS.index(signal_name), status])  # [processes, 2]
-  return _SIGNALS[int(codes[:, 0].max())], codes[:, 1]
+  codes = distributed.gather_ints([SIGNALS.index(signal_name), status])  # [processes, 2]
+  return SIGNALS[int(codes[:, 0].max())], codes[:, 1]
 
 
 def _data_stream_error(
@@ -254,7 +247,6 @@ def train(
   workdir.mkdir(parents=True, exist_ok=True)
   mesh = partitioning.make_mesh(rc.mesh)
   optimizer = make_optimizer(rc.optimizer, tc.steps)
-  schedule = make_schedule(rc.optimizer, tc.steps)
   init_fn = lambda rng: t5.init_params(rc.model, rng)
   logical_specs = t5.param_logical_axes(rc.model)
 
@@ -281,19 +273,7 @@ def train(
       seed=rc.seed,
       initial_params=initial_params,
     )
-  train_step = jit_train_step(
-    make_train_step(
-      make_apply_fn(rc.model),
-      optimizer,
-      schedule,
-      dropout_seed=rc.seed + 1,
-      num_microbatches=tc.microbatches,
-      label_smoothing=tc.label_smoothing,
-      z_loss=tc.z_loss,
-    ),
-    state_shardings,
-    mesh,
-  )
+  train_step = jit_run_train_step(rc, state_shardings, mesh)
 
   writer = MetricsWriter(workdir, resume_step=latest)
   peak, peak_source = (

@@ -5,7 +5,7 @@ Example:
   >>> writer = MetricsWriter(pathlib.Path("/tmp/run"), resume_step=None)   # process 0 writes
   >>> writer.write(10, {"loss": 2.5}); writer.close()
   >>> with PreemptionFlag() as flag:                                         # doctest: +SKIP
-  ...   flag.agreed()   # False until a SIGTERM/SIGINT arrives (a collective when multi-process)
+  ...   flag.signal_name   # None until a SIGTERM/SIGINT arrives; the loop agrees on it
 """
 
 from __future__ import annotations
@@ -20,8 +20,6 @@ import time
 from typing import Any
 
 import jax
-import numpy as np
-from jax.experimental import multihost_utils
 
 
 class MetricsWriter:
@@ -91,6 +89,10 @@ def _import_summary_writer():
   return SummaryWriter
 
 
+# Weakest first: when processes received different signals, the strongest wins (loop._agree).
+SIGNALS = (None, "SIGTERM", "SIGINT")
+
+
 class PreemptionFlag:
   """Set by SIGTERM or SIGINT; the loop checks it between steps (agreeing across processes).
 
@@ -100,11 +102,9 @@ class PreemptionFlag:
   Example:
     >>> with PreemptionFlag() as flag:
     ...   os.kill(os.getpid(), signal.SIGINT)
-    ...   flag.agreed()
+    ...   flag.signal_name
     'SIGINT'
   """
-
-  _CODES = {None: 0, "SIGTERM": 1, "SIGINT": 2}  # the strongest wins across processes
 
   def __init__(self):
     self.signal_name: str | None = None
@@ -126,7 +126,7 @@ class PreemptionFlag:
     if signum == signal.SIGINT and self.requested:
       signal.signal(signal.SIGINT, signal.default_int_handler)
       raise KeyboardInterrupt("second Ctrl-C: stopping at once, without saving a checkpoint")
-    if self._CODES[name] > self._CODES[self.signal_name]:
+    if SIGNALS.index(name) > SIGNALS.index(self.signal_name):
       self.signal_name = name
     logging.warning(
       "%s received: finishing the current step, then checkpointing%s",
@@ -137,11 +137,3 @@ class PreemptionFlag:
   def __exit__(self, *exc):
     for signum, previous in self._previous.items():
       signal.signal(signum, previous if previous is not None else signal.SIG_DFL)
-
-  def agreed(self) -> str | None:
-    """The signal any process received ("SIGINT" over "SIGTERM"), or None (a collective)."""
-    if jax.process_count() == 1:
-      return self.signal_name
-    codes = multihost_utils.process_allgather(np.asarray([self._CODES[self.signal_name]], np.int32))
-    strongest = int(np.max(codes))
-    return next(name for name, code in self._CODES.items() if code == strongest)

@@ -26,8 +26,10 @@ from flax import linen as nn
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from flanjax import partitioning
+from flanjax.config import RunConfig
 from flanjax.model import t5
 from flanjax.model.config import T5Config
+from flanjax.train.optim import make_optimizer, make_schedule
 from flanjax.train.state import TrainState
 
 ApplyFn = Callable[[Any, dict[str, jax.Array], jax.Array], jax.Array]
@@ -230,3 +232,23 @@ def jit_train_step(
 
   run.jitted = jitted
   return run
+
+
+def jit_run_train_step(
+  rc: RunConfig, state_shardings: TrainState, mesh: Mesh
+) -> Callable[[TrainState, dict[str, jax.Array]], tuple]:
+  """The run's jitted train step, built from its RunConfig: what the loop runs and what `plan`
+  compiles (one construction, so the two cannot drift apart)."""
+  return jit_train_step(
+    make_train_step(
+      make_apply_fn(rc.model),
+      make_optimizer(rc.optimizer, rc.train.steps),
+      make_schedule(rc.optimizer, rc.train.steps),
+      dropout_seed=rc.seed + 1,
+      num_microbatches=rc.train.microbatches,
+      label_smoothing=rc.train.label_smoothing,
+      z_loss=rc.train.z_loss,
+    ),
+    state_shardings,
+    mesh,
+  )
