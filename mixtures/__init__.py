@@ -13,6 +13,8 @@ module name on the path, or a path to a .py file) imports them for any command.
 import importlib
 import pkgutil
 
+import flanjax.data  # noqa: F401  (first: TensorFlow imported without its C++ start-up chatter)
+
 MODULES = tuple(
   importlib.import_module(f"{__name__}.{info.name}")
   for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name)

@@ -397,3 +397,13 @@ def test_multiprocess_says_which_process_died_and_stops_the_others(monkeypatch, 
   assert time.monotonic() - start < 30  # the sleeping ones were stopped, not waited for
   err = capfd.readouterr().err
   assert "multiprocess: process 1 of 3 exited with code 3; stopping the other 2" in err
+
+
+def test_importing_mixtures_first_is_quiet_too():
+  # mixtures/benchmarks.py imports seqio (and so TensorFlow) itself: the package must still
+  # import TensorFlow through flanjax.data's quiet path first.
+  result = subprocess.run(
+    [sys.executable, "-c", "import mixtures"], capture_output=True, text=True, cwd=REPO
+  )
+  assert result.returncode == 0, result.stderr
+  assert "oneDNN" not in result.stderr and "cuda drivers" not in result.stderr
