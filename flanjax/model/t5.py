@@ -86,7 +86,7 @@ class Attention(nn.Module):
   """Multi-head attention without score scaling; kernels [embed, heads, kv] / [heads, kv, embed].
 
   `causal` (decoder self-attention) only lets the flash kernel skip blocks above the diagonal:
-  the mask itself is always in `bias`.
+  the mask itself is always in `bias` (`attention.Bias`).
   """
 
   config: T5Config
@@ -115,11 +115,14 @@ class Attention(nn.Module):
     x_q: jax.Array,
     key: jax.Array,
     value: jax.Array,
-    bias: jax.Array,
+    bias: attention.Bias,
     deterministic: bool,
     fused: bool = True,
   ) -> jax.Array:
-    """x_q [b, q, d]; key/value [b, h, k, kv]; bias float32 [b|1, h|1, q, k] → [b, q, d].
+    """x_q [b, q, d]; key/value [b, h, k, kv]; `attention.Bias` → [b, q, d].
+
+    The bias terms (position bias [1, h, q, k], mask [b, 1, q, k]) are added to the scores
+    where they are used, so no [b, h, q, k] bias is kept between layers.
 
     Heads stay in front of the length axes: XLA:CPU runs 'bhqk,bhkd' about 4× faster than the
     same contraction on a [b, k, h, d] operand, and cached keys/values need no transpose.
@@ -135,7 +138,7 @@ class Attention(nn.Module):
       scores = jnp.einsum(
         "bhqd,bhkd->bhqk", query, key, preferred_element_type=jnp.float32
       )  # [batch, heads, q, k]
-      weights = jax.nn.softmax(scores + bias, axis=-1)
+      weights = jax.nn.softmax(bias.add_to(scores), axis=-1)
       weights = self.dropout(weights, deterministic=deterministic).astype(dt)
       out = jnp.einsum("bhqk,bhkd->bhqd", weights, value)  # [batch, heads, q, kv]
     out = dense(out.transpose(0, 2, 1, 3), self.o.astype(dt), contract=2)  # [batch, q, embed]
@@ -240,12 +243,22 @@ class DecoderLayer(nn.Module):
     return x, (cache_key, cache_value)
 
 
-def _positions(tokens: jax.Array, positions: jax.Array | None) -> jax.Array:
-  """Per-row positions when packed; else one shared row [1, length], so the position bias is
-  computed once for the batch instead of once per row."""
-  if positions is not None:
-    return positions
-  return jnp.arange(tokens.shape[1], dtype=jnp.int32)[None]
+def _positions(
+  tokens: jax.Array, positions: jax.Array | None, segment_ids: jax.Array | None
+) -> jax.Array:
+  """Positions for the relative position bias: one shared row [1, length] unless a batch gives
+  per-row positions without segment ids.
+
+  In a packed row (segment ids given) positions restart at 0 per segment and count up by one,
+  so for two tokens of the same segment `key_position - query_position` equals the difference
+  of their indices in the row, and pairs from different segments are masked out. The shared row
+  therefore gives the same attention as per-row positions (as in t5x), with a bias of
+  [1, heads, q, k] instead of one float32 [batch, heads, q, k] per stack and its gradient, which
+  was most of a long-sequence train step's memory.
+  """
+  if positions is None or segment_ids is not None:
+    return jnp.arange(tokens.shape[1], dtype=jnp.int32)[None]
+  return positions
 
 
 def _bias_from_mask(mask: jax.Array) -> jax.Array:
@@ -317,8 +330,14 @@ class T5(nn.Module):
     mask = jnp.broadcast_to(key_mask[:, None, :], key_mask.shape[:1] + key_mask.shape[1:] * 2)
     if encoder_segment_ids is not None:
       mask = mask & (encoder_segment_ids[:, :, None] == encoder_segment_ids[:, None, :])
-    pos = _positions(encoder_input_tokens, encoder_positions)
-    bias = self.encoder_relpos_bias(pos, pos) + _bias_from_mask(mask)  # [b, h, q, k]
+    pos = _positions(encoder_input_tokens, encoder_positions, encoder_segment_ids)
+    if encoder_segment_ids is not None:
+      segments = (encoder_segment_ids, encoder_segment_ids)
+    else:
+      segments = (jnp.ones_like(key_mask, jnp.int32), key_mask.astype(jnp.int32))
+    bias = attention.Bias(
+      self.encoder_relpos_bias(pos, pos), _bias_from_mask(mask), *segments
+    )  # position [1|b, h, q, k], mask [b, 1, q, k]
     x = self._embed(encoder_input_tokens, det)
     if self.config.scan_layers:
       x, _ = self.encoder_layers(x, bias, det)
@@ -364,9 +383,22 @@ class T5(nn.Module):
         )
     elif decoder_mask is not None:
       self_mask = self_mask & decoder_mask.astype(bool)[:, None, :]
-    pos = _positions(decoder_input_tokens, decoder_positions)
-    self_bias = self.decoder_relpos_bias(pos, pos) + _bias_from_mask(self_mask)
-    cross_bias = _bias_from_mask(cross_mask)
+    pos = _positions(decoder_input_tokens, decoder_positions, decoder_segment_ids)
+    ones = jnp.ones(decoder_input_tokens.shape, jnp.int32)  # [b, t]
+    if decoder_segment_ids is not None:
+      self_segments = (decoder_segment_ids, decoder_segment_ids)
+    elif decoder_mask is not None:
+      self_segments = (ones, decoder_mask.astype(jnp.int32))
+    else:
+      self_segments = (ones, ones)
+    if decoder_segment_ids is not None and encoder_segment_ids is not None:
+      cross_segments = (decoder_segment_ids, encoder_segment_ids)
+    else:
+      cross_segments = (ones, encoder_key_mask.astype(jnp.int32))
+    self_bias = attention.Bias(
+      self.decoder_relpos_bias(pos, pos), _bias_from_mask(self_mask), *self_segments
+    )
+    cross_bias = attention.Bias(None, _bias_from_mask(cross_mask), *cross_segments)
     x = self._embed(decoder_input_tokens, det)
     if self.config.scan_layers:
       x, _ = self.decoder_layers(x, self_bias, encoded, cross_bias, det)
@@ -432,9 +464,11 @@ class T5(nn.Module):
     max_len = cache[0][0].shape[2]
     key_pos = jnp.arange(max_len, dtype=jnp.int32)[None]  # [1, T]
     query_pos = jnp.full((1, 1), index, jnp.int32)
-    self_bias = self.decoder_relpos_bias(query_pos, key_pos)  # [1, h, 1, T]
-    self_bias = self_bias + jnp.where(key_pos <= index, 0.0, _MASK_VALUE)[:, None, None, :]
-    cross_bias = _bias_from_mask(encoder_key_mask[:, None, :])  # [b, 1, 1, l]
+    self_bias = attention.Bias(
+      self.decoder_relpos_bias(query_pos, key_pos),  # [1, h, 1, T]
+      jnp.where(key_pos <= index, 0.0, _MASK_VALUE)[:, None, None, :],  # [1, 1, 1, T]
+    )
+    cross_bias = attention.Bias(None, _bias_from_mask(encoder_key_mask[:, None, :]))  # [b,1,1,l]
     x = self.token_embedder(tokens[:, None])  # [b, 1, d]
     new_cache = []
     for layer, layer_cache, layer_cross in zip(self.decoder_layers, cache, cross_kv, strict=True):

@@ -1,6 +1,10 @@
 """attention="flash" (the Pallas TPU kernel, interpreted on CPU) against the XLA path."""
 
 import logging
+import os
+import pathlib
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -15,6 +19,7 @@ CONFIG = T5Config.tiny(
   vocab_size=64, d_model=32, d_ff=48, d_kv=8, num_heads=2, num_layers=1, num_decoder_layers=1
 )
 LENGTH = 128
+REPO = pathlib.Path(__file__).resolve().parents[2]
 
 
 def _inputs(packed: bool):
@@ -61,7 +66,9 @@ def test_flash_matches_xla_logits_and_gradients(packed):
     results[kind] = jax.jit(grad_fn)(params)
   (loss, logits), grads = results["xla"]
   (flash_loss, flash_logits), flash_grads = results["flash"]
-  np.testing.assert_allclose(flash_logits, logits, atol=1e-5, rtol=0)  # every position
+  # Every real position (packed padding rows may differ: the kernel masks by segment ids).
+  real = (_inputs(packed)[1] > 0)[..., None]
+  np.testing.assert_allclose(flash_logits * real, logits * real, atol=1e-5, rtol=0)
   np.testing.assert_allclose(flash_loss, loss, atol=1e-5, rtol=0)
   for got, want in zip(jax.tree.leaves(flash_grads), jax.tree.leaves(grads), strict=True):
     np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
@@ -118,3 +125,42 @@ def test_tpu_program_uses_the_real_kernel(monkeypatch):
   lowered = jax.jit(jax.grad(loss)).lower(params, tokens, tokens)
   assert "tpu_custom_call" in lowered.as_text()
   lowered.compile()
+
+
+_SHARDED = """
+import flax.linen as nn, jax, numpy as np
+from flanjax import partitioning
+from flanjax.model import t5
+from tests.model.test_attention import CONFIG, _loss_and_logits, _inputs
+mesh = partitioning.make_mesh(partitioning.MeshConfig(data=1, fsdp=2, model=2))
+params = t5.init_params(CONFIG, jax.random.PRNGKey(2))
+real = (_inputs(True)[1] > 0)[..., None]
+out = {}
+for kind in ("xla", "flash"):
+  config = CONFIG.replace(attention=kind)
+  fn = jax.jit(jax.value_and_grad(lambda p: _loss_and_logits(config, p, True), has_aux=True))
+  with jax.set_mesh(mesh), nn.logical_axis_rules(partitioning.LOGICAL_AXIS_RULES):
+    if kind == "flash":
+      assert "shard_map" in str(jax.make_jaxpr(fn)(params))
+    (loss, logits), grads = fn(params)
+  out[kind] = (loss, logits * real, grads)
+for got, want in zip(jax.tree.leaves(out["flash"]), jax.tree.leaves(out["xla"]), strict=True):
+  np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
+print("OK", dict(mesh.shape))
+"""
+
+
+def test_flash_under_a_mesh_splits_batch_and_heads():
+  """4 CPU devices, batch over fsdp=2 and heads over model=2: the kernel runs per shard
+  (shard_map) with its position bias, masks and segment ids split to match, and equals XLA."""
+  env = dict(
+    os.environ,
+    XLA_FLAGS="--xla_force_host_platform_device_count=4",
+    JAX_PLATFORMS="cpu",
+    PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+  )
+  run = subprocess.run(
+    [sys.executable, "-c", _SHARDED], env=env, capture_output=True, text=True, timeout=600
+  )
+  assert run.returncode == 0, run.stdout + run.stderr
+  assert "OK {'data': 1, 'fsdp': 2, 'model': 2}" in run.stdout
