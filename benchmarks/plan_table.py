@@ -6,13 +6,15 @@
 Each config is planned on the topology its docstring states on a `Fits:` line (e.g.
 `Fits:      v4:2x2x1 (train batch 64, 2048/512)`), else on DEFAULT_TOPOLOGY for its size;
 `--topology` plans them all on one. `--config.*` overrides apply to every config (e.g. the batch
-size). Prints a markdown table (config, topology, batch, params, per-device total, HBM, verdict,
-compile s: the step nearest its limit, and the sum over steps); `--details` also prints each full
-`plan` report. Needs the `tpu` extra (libtpu); no accelerator is used.
+size). Prints a markdown table, the README's: config (parameters), topology, batch,
+microbatches, the per-device total of each step (train, score, decode; ✗ where it does not
+fit), HBM, verdict and compile seconds summed over the steps; `--details` also prints each
+full `plan` report. Exit 1 when any config does not fit. Needs the `tpu` extra (libtpu); no
+accelerator is used.
 
-Example output (on 2 busy CPU cores: the three FLAN-T5 configs take about 18 minutes):
-  | config | topology | batch | params | per-device total | HBM | verdict |
-  | flan_t5_small | v4:2x2x1 | 64 | 76.96M | 34.08 GiB (train) | 30.75 GiB | DOES NOT FIT (train) |
+Example output (2 CPU cores shared with a test run: the five FLAN-T5 configs take about 15 min):
+  | config | topology | batch | microbatches | train | score | decode | HBM | verdict | compile s
+  | flan_t5_small (76.96M) | v4:2x2x1 | 64 | 1 | 5.42 GiB | 7.92 GiB | 2.27 GiB | 30.75 GiB | FITS
 """
 
 from __future__ import annotations
@@ -40,6 +42,18 @@ DEFAULT_TOPOLOGY = {
   "xxl": "v4:8x8x8",
 }
 _FITS_LINE = re.compile(r"^\s*Fits:\s*(\S+)", re.MULTILINE)
+_FITS_BLOCK = re.compile(r"^\s*Fits:(.*?)(?=^\s*[A-Z][a-z]+:\s|\Z)", re.MULTILINE | re.DOTALL)
+_STEP_FIGURE = re.compile(r"\b(train|score|decode) ([0-9.]+) GiB")
+
+
+def stated_figures(path: str) -> dict[str, float]:
+  """Per-device totals (GiB) per step that a config's `Fits:` line states, e.g.
+  `Fits: v4:2x2x1 (...): per device train 2.96 GiB, score 7.92 GiB, ...` -> {"train": 2.96,
+  "score": 7.92, ...}; {} when the config has no such line."""
+  block = _FITS_BLOCK.search(pathlib.Path(path).read_text())
+  if not block:
+    return {}
+  return {step: float(gib) for step, gib in _STEP_FIGURE.findall(" ".join(block.group(1).split()))}
 
 
 def stated_topology(path: str) -> str | None:
@@ -60,25 +74,33 @@ def _millions(n: int) -> str:
 
 
 def table_row(name: str, rc: RunConfig, report: plan.PlanReport) -> str:
+  """One README row: config (params), topology, batch, microbatches, per-device total of each
+  step, HBM, verdict, compile seconds summed over the steps."""
   worst = max(report.steps, key=lambda s: (s.total_bytes or 0) / s.hbm_bytes)
-  compile_seconds = sum(s.compile_seconds for s in report.steps)
+  by_step = {s.name: s for s in report.steps}
+  totals = [
+    plan.format_bytes(by_step[n].total_bytes) + ("" if by_step[n].fits else " ✗")
+    if n in by_step
+    else "-"
+    for n in plan.STEPS
+  ]
   verdict = plan.FITS if report.fits else f"{plan.DOES_NOT_FIT} ({worst.name})"
   cells = (
-    name,
+    f"{name} ({_millions(report.param_count)})",
     report.topology,
     str(rc.train.batch_size),
-    _millions(report.param_count),
-    f"{plan.format_bytes(worst.total_bytes)} ({worst.name})",
+    str(rc.train.microbatches),
+    *totals,
     plan.format_bytes(worst.hbm_bytes),
     verdict,
-    f"{compile_seconds:.0f}",
+    f"{sum(s.compile_seconds for s in report.steps):.0f}",
   )
   return "| " + " | ".join(cells) + " |"
 
 
 HEADER = (
-  "| config | topology | batch | params | per-device total | HBM | verdict | compile s |\n"
-  "| --- | --- | --- | --- | --- | --- | --- | --- |"
+  "| config | topology | batch | microbatches | train | score | decode | HBM | verdict "
+  "| compile s |\n| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |"
 )
 
 

@@ -35,9 +35,11 @@ T5_V11_SHAPES = {
   "xl": dict(d_model=2048, d_kv=64, d_ff=5120, num_layers=24, num_heads=32),
   "xxl": dict(d_model=4096, d_kv=64, d_ff=10240, num_layers=24, num_heads=64),
 }
-# Microbatches (gradient accumulation) at batch 64, 2048/512 that `plan` found to fit a TPU v4
-# slice (see each config's `Fits:` line and the README's plan table).
-FLAN_T5_MICROBATCHES = {"small": 2, "base": 4, "large": 8, "xl": 8, "xxl": 8}
+# Microbatches (gradient accumulation) at batch 64, 2048/512: the fewest with which `plan` finds
+# the train step within 90% of a TPU v4 chip's HBM on the config's `Fits:` topology (xl: 2 would
+# use 90.5%). xxl on 8 chips cannot take more than 8 (one row per chip per microbatch). See each
+# config's `Fits:` line and the README's plan table.
+FLAN_T5_MICROBATCHES = {"small": 1, "base": 1, "large": 1, "xl": 4, "xxl": 8}
 # Fine-tuning steps of the FLAN-T5 paper (Chung et al. 2022).
 FLAN_T5_STEPS = {"small": 98_000, "base": 84_000, "large": 64_000, "xl": 38_000, "xxl": 14_000}
 

@@ -9,8 +9,8 @@ Time:      about 4 h on a TPU v4-8 / 8×A100 for 10k steps (config.train.steps
            is the paper's full schedule).
 Recipe:    Adafactor, constant learning rate 1e-3, packing, inputs 2048 / targets 512, batch 64,
            summarization held out (flan_mini_holdout_summarization), evaluated on all categories.
-Fits:      v4:2x2x1 (TPU v4-8, 4 chips), batch 64 as 4 microbatches: per device train
-           10.32 GiB, score 8.11 GiB, decode 7.82 GiB of 30.75 GiB (tools/launch.py plan).
+Fits:      v4:2x2x1 (TPU v4-8, 4 chips), batch 64 in one step (no microbatches): per device
+           train 11.22 GiB, score 8.11 GiB, decode 7.83 GiB of 30.75 GiB (tools/launch.py plan).
 Expected:  the held-out summarization ROUGE stays near flan-t5-base's zero-shot figure
            (measure it first with: tools/launch.py eval --hf_model google/flan-t5-base ...).
 """

@@ -9,8 +9,8 @@ Time:      about 2 h on a TPU v4-8 for 10k steps (config.train.steps
            is the paper's full schedule).
 Recipe:    Adafactor, constant learning rate 1e-3, packing, inputs 2048 / targets 512, batch 64,
            summarization held out (flan_mini_holdout_summarization), evaluated on all categories.
-Fits:      v4:2x2x1 (TPU v4-8, 4 chips), batch 64 as 2 microbatches: per device train
-           17.70 GiB, score 7.92 GiB, decode 2.36 GiB of 30.75 GiB (tools/launch.py plan).
+Fits:      v4:2x2x1 (TPU v4-8, 4 chips), batch 64 in one step (no microbatches): per device
+           train 5.42 GiB, score 7.92 GiB, decode 2.27 GiB of 30.75 GiB (tools/launch.py plan).
 Expected:  the held-out summarization ROUGE stays near flan-t5-small's zero-shot figure
            (measure it first with: tools/launch.py eval --hf_model google/flan-t5-small ...).
 """

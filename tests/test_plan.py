@@ -1,5 +1,6 @@
 """`plan`: the run's steps compiled for a TPU topology from this CPU host (libtpu), or `local`."""
 
+import importlib.util
 import json
 import pathlib
 
@@ -113,3 +114,26 @@ def test_mesh_that_does_not_divide_names_the_key():
   rc = _run_config("flan_mini_tiny", TINY + [("mesh.fsdp", "3"), ("mesh.data", "-1")])
   with pytest.raises(ValueError, match="mesh"):
     plan.plan(rc, "local" if not pc.libtpu_available() else "v4:2x2x1")
+
+
+def _plan_table():
+  """benchmarks/plan_table.py, the one command behind the configs' `Fits:` lines."""
+  spec = importlib.util.spec_from_file_location("plan_table", REPO / "benchmarks/plan_table.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+@needs_libtpu
+@pytest.mark.parametrize("size", ["small", "base"])
+def test_flan_t5_recipe_fits_its_stated_topology(size):
+  """The recipe as shipped (batch 64, 2048/512, its microbatches) compiles for the topology on
+  its `Fits:` line, every step FITS, and each per-device total is the one the line states."""
+  path = REPO / "configs" / f"flan_t5_{size}.py"
+  table = _plan_table()
+  topology, stated = table.stated_topology(str(path)), table.stated_figures(str(path))
+  assert topology and set(stated) == set(plan.STEPS), f"{path.name}: no complete Fits: line"
+  report = plan.plan(_run_config(f"flan_t5_{size}", []), topology)
+  assert report.fits, report.render()
+  got = {step.name: step.total_bytes / (1 << 30) for step in report.steps}
+  assert got == pytest.approx(stated, rel=0.01, abs=0.01), report.render()
