@@ -464,9 +464,11 @@ class T5(nn.Module):
     max_len = cache[0][0].shape[2]
     key_pos = jnp.arange(max_len, dtype=jnp.int32)[None]  # [1, T]
     query_pos = jnp.full((1, 1), index, jnp.int32)
+    # Both terms are [1, ., 1, T] here: summed once per step, not once per layer.
     self_bias = attention.Bias(
-      self.decoder_relpos_bias(query_pos, key_pos),  # [1, h, 1, T]
-      jnp.where(key_pos <= index, 0.0, _MASK_VALUE)[:, None, None, :],  # [1, 1, 1, T]
+      None,
+      self.decoder_relpos_bias(query_pos, key_pos)  # [1, h, 1, T]
+      + jnp.where(key_pos <= index, 0.0, _MASK_VALUE)[:, None, None, :],  # [1, 1, 1, T]
     )
     cross_bias = attention.Bias(None, _bias_from_mask(encoder_key_mask[:, None, :]))  # [b,1,1,l]
     x = self.token_embedder(tokens[:, None])  # [b, 1, d]
