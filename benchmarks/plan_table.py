@@ -41,19 +41,21 @@ DEFAULT_TOPOLOGY = {
   "xl": "v4:4x4x4",
   "xxl": "v4:8x8x8",
 }
-_FITS_LINE = re.compile(r"^\s*Fits:\s*(\S+)", re.MULTILINE)
 _FITS_BLOCK = re.compile(r"^\s*Fits:(.*?)(?=^\s*[A-Z][a-z]+:\s|\Z)", re.MULTILINE | re.DOTALL)
 _STEP_FIGURE = re.compile(r"\b(train|score|decode) ([0-9.]+) GiB")
+
+
+def _fits_text(path: str) -> str:
+  """A config docstring's `Fits:` entry on one line (its continuation lines joined), or ""."""
+  block = _FITS_BLOCK.search(pathlib.Path(path).read_text())
+  return " ".join(block.group(1).split()) if block else ""
 
 
 def stated_figures(path: str) -> dict[str, float]:
   """Per-device totals (GiB) per step that a config's `Fits:` line states, e.g.
   `Fits: v4:2x2x1 (...): per device train 2.96 GiB, score 7.92 GiB, ...` -> {"train": 2.96,
   "score": 7.92, ...}; {} when the config has no such line."""
-  block = _FITS_BLOCK.search(pathlib.Path(path).read_text())
-  if not block:
-    return {}
-  return {step: float(gib) for step, gib in _STEP_FIGURE.findall(" ".join(block.group(1).split()))}
+  return {step: float(gib) for step, gib in _STEP_FIGURE.findall(_fits_text(path))}
 
 
 def stated_topology(path: str) -> str | None:
@@ -62,9 +64,9 @@ def stated_topology(path: str) -> str | None:
   Example: a docstring line `Fits:      v5p:2x2x2 (batch 256)` -> "v5p:2x2x2";
   configs/flan_t5_xl.py without one -> "v4:4x4x4".
   """
-  found = _FITS_LINE.search(pathlib.Path(path).read_text())
+  found = _fits_text(path)
   if found:
-    return found.group(1)
+    return found.split()[0]
   size = pathlib.Path(path).stem.rsplit("_", 1)[-1]
   return DEFAULT_TOPOLOGY.get(size)
 

@@ -116,18 +116,13 @@ class Bias(NamedTuple):
     return sum(self.terms(), scores)
 
 
-def reference_attention(query, key, value, bias):
-  """softmax(q·kᵀ + bias)·v in float32 softmax: the XLA path without dropout. `bias`: an array
-  or a tuple of terms, each broadcastable to [b, h, q, k]."""
+def reference_attention(query, key, value, bias: Bias):
+  """softmax(q·kᵀ + bias)·v in float32 softmax: the XLA path without dropout."""
   scores = jnp.einsum(
     "bhqd,bhkd->bhqk", query, key, preferred_element_type=jnp.float32
   )  # [batch, heads, q, k]
-  weights = jax.nn.softmax(sum(_terms(bias), scores), axis=-1).astype(value.dtype)
+  weights = jax.nn.softmax(bias.add_to(scores), axis=-1).astype(value.dtype)
   return jnp.einsum("bhqk,bhkd->bhqd", weights, value)  # [batch, heads, q, kv]
-
-
-def _terms(bias) -> tuple[jax.Array, ...]:
-  return tuple(bias) if isinstance(bias, tuple | list) else (bias,)
 
 
 def _tpu_kernel(query, key, value, ab, q_segments, kv_segments, *, causal: bool):
@@ -168,17 +163,17 @@ def _interpreted_bwd(causal, vjp_fn, grad):
 _interpreted_kernel.defvjp(_interpreted_fwd, _interpreted_bwd)
 
 
-def _gpu_attention(query, key, value, terms):
+def _gpu_attention(query, key, value, bias: Bias):
   head_dim = query.shape[-1]
   if query.dtype not in (jnp.bfloat16, jnp.float16) or head_dim % 8 or head_dim > 128:
-    return reference_attention(query, key, value, terms)
+    return reference_attention(query, key, value, bias)
   to_btnh = lambda x: x.transpose(0, 2, 1, 3)  # [batch, heads, len, kv] → [batch, len, heads, kv]
-  bias = jnp.broadcast_to(sum(terms[1:], terms[0]), query.shape[:3] + key.shape[2:3])
+  total = bias.add_to(jnp.zeros((), jnp.float32))  # position + mask, broadcast below
   out = jax.nn.dot_product_attention(
     to_btnh(query),
     to_btnh(key),
     to_btnh(value),
-    bias=bias.astype(query.dtype),  # the causal mask is in it
+    bias=jnp.broadcast_to(total, query.shape[:3] + key.shape[2:3]).astype(query.dtype),
     scale=1.0,
     implementation="cudnn",
   )  # [batch, q, heads, kv]
@@ -187,7 +182,7 @@ def _gpu_attention(query, key, value, terms):
 
 def _local_attention(query, key, value, bias: Bias, *, causal: bool):
   if jax.default_backend() == "gpu":
-    return _gpu_attention(query, key, value, bias.terms())
+    return _gpu_attention(query, key, value, bias)
   kernel_args = lambda b: (b.position, b.q_segments, b.kv_segments)
   return jax.lax.platform_dependent(
     query,
@@ -196,7 +191,7 @@ def _local_attention(query, key, value, bias: Bias, *, causal: bool):
     bias,
     cpu=lambda q, k, v, b: _interpreted_kernel(q, k, v, *kernel_args(b), causal),
     tpu=lambda q, k, v, b: _tpu_kernel(q, k, v, *kernel_args(b), causal=causal),
-    default=lambda q, k, v, b: reference_attention(q, k, v, b.terms()),
+    default=reference_attention,
   )
 
 
