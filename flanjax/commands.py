@@ -205,17 +205,41 @@ def train(args, rc: RunConfig) -> int:
 
 
 # ---------------------------------------------------------------------- eval / export
-def load_model(rc: RunConfig, workdir: str, step: int | None):
-  """(T5Model, step) from `workdir/checkpoints` through the one restore path."""
+def load_model(rc: RunConfig, workdir: str, step: int | None, *, on_host: bool = False):
+  """(T5Model, step) from `workdir/checkpoints` through the one restore path: on the run's mesh
+  (`rc.mesh`, parameters sharded as training placed them), or with `on_host` as numpy."""
+  from flanjax import partitioning
   from flanjax.model import hf
   from flanjax.train.state import restore_params
 
   _check_recorded_config(workdir, rc)
   try:
-    params, step = restore_params(workdir, step, rc)
+    params, step = restore_params(workdir, step, rc, on_host=on_host)
   except (FileNotFoundError, ValueError) as error:
     raise UsageError(str(error)) from None
-  return hf.T5Model(rc.model, params), step
+  if on_host:
+    return hf.T5Model(rc.model, params), step
+  return hf.T5Model(rc.model, params, mesh=partitioning.mesh_of(params)), step
+
+
+def _describe_mesh(mesh) -> str:
+  """'4 devices (2 process(es)), mesh data=1 fsdp=4 model=1'."""
+  sizes = " ".join(f"{name}={size}" for name, size in mesh.shape.items())
+  processes = len({device.process_index for device in mesh.devices.flat})
+  return f"{mesh.devices.size} devices ({processes} process(es)), mesh {sizes}"
+
+
+def load_hf_model(rc: RunConfig, directory: str):
+  """An HF checkpoint as a T5Model on the run's mesh (`rc.mesh`), each process reading only the
+  slices of its own devices."""
+  from flanjax import partitioning
+  from flanjax.model import hf
+
+  try:
+    mesh = partitioning.make_mesh(rc.mesh)
+  except ValueError as error:
+    raise UsageError(str(error)) from None
+  return hf.load_pretrained(directory, mesh=mesh)
 
 
 def _check_recorded_config(workdir: str, rc: RunConfig) -> None:
@@ -233,7 +257,6 @@ def evaluate_command(args, rc: RunConfig) -> int:
   import jax
 
   from flanjax.eval import evaluate, report
-  from flanjax.model import hf
   from flanjax.train import distributed
 
   # Several processes (--launcher multiprocess / slurm / tpu-vm): each scores 1/N of the rows.
@@ -244,12 +267,14 @@ def evaluate_command(args, rc: RunConfig) -> int:
   if jax.process_index() == 0:
     print(f"evaluating {len(eval_tasks)} task(s) of {', '.join(rc.data.eval_mixtures)}")
   if args.hf_model:
-    model = hf.load_pretrained(args.hf_model)
+    model = load_hf_model(rc, args.hf_model)
     step = None
     out_dir = pathlib.Path(args.workdir) / "eval" / f"hf_{pathlib.Path(args.hf_model).name}"
   else:
     model, step = load_model(rc, args.workdir, args.checkpoint)
     out_dir = pathlib.Path(args.workdir) / "eval" / f"step_{step}"
+  if jax.process_index() == 0:
+    print(f"eval batches split over {_describe_mesh(model.mesh)}")
   results = evaluate.evaluate(
     model,
     eval_tasks,
@@ -276,7 +301,7 @@ def export(args, rc: RunConfig) -> int:
   if not args.out:
     raise UsageError("export needs --out DIR (the HF directory to write)")
   _check_export_dir(pathlib.Path(args.out), pathlib.Path(args.workdir), args.overwrite)
-  model, step = load_model(rc, args.workdir, args.checkpoint)
+  model, step = load_model(rc, args.workdir, args.checkpoint, on_host=True)
   out = pathlib.Path(args.out)
   if out.is_dir() and any(out.iterdir()):
     print(f"moved the previous export to {workdir_lib.move_aside(out)}")
@@ -312,7 +337,6 @@ def _check_export_dir(out: pathlib.Path, workdir: pathlib.Path, overwrite: bool)
 def predict_command(args, rc: RunConfig) -> int:
   """Predictions for a file of prompts, from a checkpoint (`--workdir`) or an HF directory."""
   from flanjax import predict
-  from flanjax.model import hf
 
   if bool(args.hf_model) == bool(args.workdir):
     raise UsageError("predict needs exactly one of --workdir DIR or --hf_model DIR")
@@ -328,7 +352,7 @@ def predict_command(args, rc: RunConfig) -> int:
   if output.exists() and output.stat().st_size:
     print(f"moved the previous predictions to {workdir_lib.move_aside(output)}")
   if args.hf_model:
-    model = hf.load_pretrained(args.hf_model)
+    model = load_hf_model(rc, args.hf_model)
     vocabulary = data_context(rc, model_dir=args.hf_model, imports=args.imports).vocabulary()
     source = args.hf_model
   else:

@@ -218,3 +218,59 @@ def host_array_to_sharded(value: np.ndarray, sharding: NamedSharding) -> jax.Arr
   """
   value = np.asarray(value)
   return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])
+
+
+def padded_rows(rows: int, mesh: Mesh | None) -> int:
+  """`rows` rounded up to a multiple of the batch shards (data x fsdp), so that every device
+  gets the same number of rows; `rows` itself without a mesh.
+
+  Example: 6 rows on a data=2 x fsdp=2 mesh -> 8 (2 rows per batch shard).
+  """
+  if mesh is None:
+    return rows
+  shards = batch_shards(mesh)
+  return -(-rows // shards) * shards
+
+
+def place_batch(value: np.ndarray, mesh: Mesh) -> jax.Array:
+  """A host batch that every process holds in full, as a global array with rows over
+  data x fsdp: each process copies only the rows of its own devices."""
+  return host_array_to_sharded(value, batch_sharding(mesh))
+
+
+def to_host(value: jax.Array) -> np.ndarray:
+  """The whole of a (possibly multi-process) array as numpy on every process: all-gathered
+  across processes when this process does not hold every shard (a collective call then)."""
+  if isinstance(value, jax.Array) and not value.is_fully_addressable:
+    from jax.experimental import multihost_utils
+
+    return np.asarray(multihost_utils.process_allgather(value, tiled=True))
+  return np.asarray(value)
+
+
+def mesh_of(tree: Any) -> Mesh | None:
+  """The mesh a tree's arrays are placed on (their first NamedSharding's), or None."""
+  for leaf in jax.tree.leaves(tree):
+    sharding = getattr(leaf, "sharding", None)
+    if isinstance(sharding, NamedSharding) and isinstance(sharding.mesh, Mesh):
+      return sharding.mesh
+  return None
+
+
+def place_params(params: Any, logical_specs: Any, mesh: Mesh) -> Any:
+  """Parameters placed with `param_shardings` on `mesh`; arrays already placed so stay as they are.
+
+  Host (numpy) or single-device parameters are cut shard by shard (`host_array_to_sharded`:
+  every process must hold the same full values); global arrays are resharded on device.
+  """
+  shardings = param_shardings(logical_specs, params, mesh)
+
+  def one(value, sharding):
+    if isinstance(value, jax.Array):
+      if value.sharding == sharding:
+        return value
+      if not value.is_fully_addressable or jax.process_count() == 1:
+        return jax.device_put(value, sharding)
+    return host_array_to_sharded(np.asarray(value), sharding)
+
+  return jax.tree.map(one, params, shardings)

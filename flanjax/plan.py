@@ -149,22 +149,9 @@ class PlanReport:
       if s.compiler_message:
         lines.append(f"  compiler: {s.compiler_message}")
       lines.extend(f"  try: {advice}" for advice in s.advice)
-    if {"score", "decode"} & {s.name for s in self.steps} and self.num_devices > 1:
-      lines.append("")
-      lines.append(EVAL_NOTE)
     lines.append("")
     lines.append(f"verdict: {FITS if self.fits else DOES_NOT_FIT}")
     return "\n".join(lines)
-
-
-# What the score / decode rows do not yet describe (issue #10, left open): they are compiled with
-# the parameters and batch sharded over the whole mesh, as training holds them, but `eval` and
-# `predict` today deal examples out over processes and run each process's share on one device
-# with the whole parameter tree.
-EVAL_NOTE = (
-  "note: score/decode are compiled sharded over the mesh; `eval` today runs them on one device "
-  "per process holding every parameter, so its own need per device is higher than shown"
-)
 
 
 def format_bytes(n: int | None) -> str:
@@ -221,15 +208,13 @@ def _lower_train(rc: RunConfig, mesh: Mesh, abstract_state, shardings):
   return lower, (abstract_state, batch)
 
 
-def _eval_rows_and_lengths(rc: RunConfig) -> tuple[int, int, int]:
-  ec = rc.eval_config
-  return ec.batch_size, ec.input_length, ec.target_length
-
-
 def _lower_score(rc: RunConfig, mesh: Mesh, params):
   from flanjax.eval import rank
 
-  rows, input_length, target_length = _eval_rows_and_lengths(rc)
+  ec = rc.eval_config
+  # rank_classify's rows per batch; its longest buckets (inputs and options are capped at these).
+  rows = partitioning.padded_rows(ec.batch_size, mesh)
+  input_length, target_length = ec.input_length, ec.target_length
   sharding = _batch_spec(mesh)
   scorer = rank._shared_encoder_scorer(rc.model)  # noqa: SLF001 — the step eval runs
   inputs = pc.abstract((rows, input_length), np.int32, sharding)
@@ -244,7 +229,9 @@ def _lower_score(rc: RunConfig, mesh: Mesh, params):
 
 def _lower_decode(rc: RunConfig, mesh: Mesh, params):
   ec = rc.eval_config
-  rows, input_length = decode.bucket(ec.batch_size, 1), decode.bucket(ec.input_length, 16)
+  # eval decodes batches of padded_rows(batch_size) prompts; generate pads them to batch_rows.
+  rows = decode.batch_rows(partitioning.padded_rows(ec.batch_size, mesh), mesh)
+  input_length = decode.bucket(ec.input_length, 16)
   sharding = _batch_spec(mesh)
   replicated = NamedSharding(mesh, PartitionSpec())
   ids = pc.abstract((rows, input_length), np.int32, sharding)
@@ -395,18 +382,20 @@ def plan(rc: RunConfig, topology: str, *, steps: tuple[str, ...] = STEPS) -> Pla
     if not plan_.fits:
       plan_ = dataclasses.replace(plan_, advice=tuple(_train_advice(rc, mesh, plan_)))
     results.append(plan_)
-  rows, input_length, target_length = _eval_rows_and_lengths(rc)
+  ec = rc.eval_config
+  rows = partitioning.padded_rows(ec.batch_size, mesh)  # eval rounds its batches up to the shards
+  input_length, target_length = ec.input_length, ec.target_length
   for name, lower_fn, shapes in (
     ("score", _lower_score, f"{rows} x {NUM_OPTIONS} options, {input_length}/{target_length}"),
     (
       "decode",
       _lower_decode,
-      f"{rows} rows, {input_length} -> {target_length} tokens, {rc.eval.num_beams} beam(s)",
+      f"{decode.batch_rows(rows, mesh)} rows, {input_length} -> {target_length} tokens, "
+      f"{rc.eval.num_beams} beam(s)",
     ),
   ):
     if name not in steps:
       continue
-    _check_rows(decode.bucket(rows, 1) if name == "decode" else rows, mesh, "eval.batch_size")
     lower, inputs = lower_fn(rc, mesh, params)
     compiled = pc.compile_step(lower)
     plan_ = _step_plan(name, shapes, compiled, hbm, inputs=inputs, num_devices=len(devices))

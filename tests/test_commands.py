@@ -236,10 +236,37 @@ def test_a_two_process_eval_gives_the_one_process_report(trained):
   path = trained / "eval" / "step_4" / "report.json"
   _launch(*args)
   one = json.loads(path.read_text())
-  _launch(*args, "--launcher", "multiprocess", "--num_processes", "2")
+  # 2 processes x 2 devices: every batch is split 4 ways, over both processes.
+  result = _launch(
+    *args,
+    "--launcher",
+    "multiprocess",
+    "--num_processes",
+    "2",
+    env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"},
+  )
+  assert "eval batches split over 4 devices (2 process(es)), mesh data=1 fsdp=4" in result.stdout
   two = json.loads(path.read_text())
   assert two["created"] >= one["created"]  # rewritten by the 2-process run
   assert _numbers(two) == _numbers(one)
+  # The same model exported to HF and evaluated from there (each process reading only its own
+  # slices of model.safetensors) gives the same report.
+  exported = trained.parent / "hf_export_for_eval"
+  _launch(
+    "export", "--config", "configs/demo.py", "--workdir", str(trained), "--out", str(exported)
+  )
+  _launch(
+    *args,
+    "--hf_model",
+    str(exported),
+    "--launcher",
+    "multiprocess",
+    "--num_processes",
+    "2",
+    env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"},
+  )
+  from_hf = json.loads((trained / "eval" / f"hf_{exported.name}" / "report.json").read_text())
+  assert _numbers(from_hf) == _numbers(one)
 
 
 @pytest.mark.slow
@@ -277,10 +304,19 @@ def test_multiprocess_launcher_runs_real_steps(tmp_path):
     "--config.train.checkpoint_every=2",
     "--config.train.log_every=1",
     "--config.train.batch_size=8",
+    # In-training eval on the training mesh, its batches split over both processes.
+    "--config.train.eval_every=2",
+    "--config.eval.max_examples=2",
+    "--config.eval.batch_size=3",
+    "--config.eval_mixtures=toy_eval_sentiment",
     env={"XLA_FLAGS": "--xla_force_host_platform_device_count=1"},
   )
   lines = [json.loads(x) for x in (workdir / "metrics.jsonl").read_text().splitlines()]
-  assert [x["step"] for x in lines] == [1, 2]  # one writer: process 0
+  assert [x["step"] for x in lines if "loss" in x] == [1, 2]  # one writer: process 0
+  evals = [x for x in lines if any(k.startswith("eval/") for k in x)]
+  assert [x["step"] for x in evals] == [2]
+  report = json.loads((workdir / "eval" / "step_2" / "report.json").read_text())
+  assert report["tasks"] and all(t["error"] is None for t in report["tasks"].values())
   extra = next((workdir / "checkpoints" / "2").glob("extra*"))
   assert extra.exists()
 

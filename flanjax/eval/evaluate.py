@@ -19,6 +19,12 @@ Shapes are fixed per task (inputs and options padded to one power-of-two bucket 
 padded to `batch_size` rows), so a task compiles its programs once and later tasks with the same
 buckets compile nothing.
 
+Scoring and decoding are sharded like training: parameters over the mesh (`partitioning`'s
+rules), every batch a global array with rows over data x fsdp (`batch_size` rounded up to a
+multiple of those shards), so N devices each do 1/N of the rows. With several processes every
+process loads the same examples (checked per task), feeds the rows of its own devices, and gets
+every prediction; the report is the same as one process's.
+
 Tasks are `EvalTask`s (`flanjax/eval/tasks.py`): built by hand (no TensorFlow needed) or from
 the registered FLAN tasks of a data context (`registry_eval_tasks`).
 """
@@ -26,6 +32,7 @@ the registered FLAN tasks of a data context (`registry_eval_tasks`).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import os
 import pathlib
@@ -37,6 +44,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from flanjax import partitioning
 from flanjax.config import EvalConfig
 from flanjax.eval import compare as compare_lib
 from flanjax.eval import inference, scoring
@@ -80,6 +88,15 @@ def _check_tasks(model: T5Model, tasks: Sequence[EvalTask], label: str) -> None:
 
 
 # ----------------------------------------------------------------------------- model calls
+def on_a_mesh(model: T5Model) -> T5Model:
+  """`model` placed on a device mesh: its own, else the one its parameters are on (a training
+  state's), else one over every device with parameters over fsdp (`MeshConfig()`)."""
+  if model.mesh is not None:
+    return model
+  mesh = partitioning.mesh_of(model.params)
+  return model.on_mesh(mesh or partitioning.make_mesh(partitioning.MeshConfig()))
+
+
 # ----------------------------------------------------------------------------- one task
 @dataclasses.dataclass
 class _TaskShapes:
@@ -108,12 +125,7 @@ def _evaluate_task(
   reported split (None where it has none)."""
   vocabulary = task.vocabulary
   eos_id = int(getattr(vocabulary, "eos_id", None) or model.config.eos_token_id)
-  max_examples = cfg.max_examples or None
-  by_split, truncated = {}, {}
-  for split in splits:
-    by_split[split], truncated[split] = _fit_inputs(
-      task.load(split, max_examples), cfg.input_length, eos_id
-    )
+  by_split, truncated = _load_agreed(task, splits, cfg, eos_id)
   if not by_split[splits[-1]]:
     raise NoExamplesError(f"task {task.name!r} has no examples in split {splits[-1]!r}")
   every = [e for examples in by_split.values() for e in examples]
@@ -128,9 +140,7 @@ def _evaluate_task(
   samples: dict[str, list[dict[str, Any]]] = {}
   counts: dict[str, dict[str, int]] = {}
   for split, examples in by_split.items():
-    predictions = inference.predict_across_processes(
-      model, examples, option_ids, shapes, cfg, vocabulary, eos_id
-    )
+    predictions = inference.predict(model, examples, option_ids, shapes, cfg, vocabulary, eos_id)
     template_ids = sorted({e.template_id for e in examples})
     for template_id in template_ids:
       rows = [i for i, e in enumerate(examples) if e.template_id == template_id]
@@ -154,6 +164,62 @@ def _evaluate_task(
     counts[split] = {t: sum(e.template_id == t for e in examples) for t in template_ids}
   chance = _chance(by_split[splits[-1]], metrics_lib.primary_key(list(task.metric_names)))
   return per_template, samples, counts, truncated, chance
+
+
+def _load_agreed(
+  task: EvalTask, splits: Sequence[str], cfg: EvalConfig, eos_id: int
+) -> tuple[dict[str, list[EvalExample]], dict[str, int]]:
+  """The examples of each split (inputs fitted) and how many were cut; with several processes,
+  checked to be the same on every process.
+
+  Every process steps through the same batches of one global array, so a process that loaded
+  other examples, or failed to load them, would leave the others waiting in a collective. Each
+  process publishes a fingerprint of what it loaded (or its error) and all of them raise the
+  same error when one differs or failed.
+  """
+  max_examples = cfg.max_examples or None
+  by_split, truncated = {}, {}
+  try:
+    for split in splits:
+      by_split[split], truncated[split] = _fit_inputs(
+        task.load(split, max_examples), cfg.input_length, eos_id
+      )
+  except Exception as error:
+    if jax.process_count() == 1:
+      raise
+    _agree(task.name, f"error {type(error).__name__}: {error}")
+    raise
+  _agree(task.name, _fingerprint(by_split))
+  return by_split, truncated
+
+
+def _fingerprint(by_split: Mapping[str, Sequence[EvalExample]]) -> str:
+  """A short digest of what was loaded: counts, token ids, targets, options, templates."""
+  digest = hashlib.sha256()
+  for split, examples in by_split.items():
+    digest.update(f"{split}:{len(examples)};".encode())
+    for e in examples:
+      digest.update(repr((e.input_ids, e.target, e.template_id, e.options)).encode())
+  counts = ", ".join(f"{split} {len(examples)}" for split, examples in by_split.items())
+  return f"{counts} examples, digest {digest.hexdigest()[:16]}"
+
+
+def _agree(task_name: str, status: str) -> None:
+  """Raises on every process when any process's `status` differs from process 0's (a collective
+  call with several processes; nothing with one)."""
+  if jax.process_count() == 1:
+    return
+  from flanjax.train import distributed
+
+  statuses = distributed.gather_json(status)
+  differing = [(i, s) for i, s in enumerate(statuses) if s != statuses[0]]
+  if differing or statuses[0].startswith("error "):
+    process, theirs = differing[0] if differing else (0, statuses[0])
+    raise ValueError(
+      f"task {task_name!r}: the processes did not load the same eval examples (process 0: "
+      f"{statuses[0]}; process {process}: {theirs}); every process must read the same data "
+      "(same FLANJAX_DATA_DIR, data files and config)"
+    )
 
 
 def _fit_inputs(
@@ -227,7 +293,9 @@ def evaluate(
   """Evaluates `model` on `tasks`; writes report.{json,md,png} to `out_dir` (None: no files).
 
   Args:
-    model: a `flanjax.model.hf.T5Model`.
+    model: a `flanjax.model.hf.T5Model`. Its batches are split over its `mesh`; without one,
+      over the mesh its parameters are already placed on (training's), else over every device
+      (`mesh.fsdp=-1`). With several processes, each passes the same model and tasks.
     tasks: `EvalTask`s (by hand, or `registry_eval_tasks(ctx, mixture_names)`).
     eval_config: split reported, selection split, max examples per template and split (0: all),
       batch size, beams, length normalisation, and the input / target lengths (truncation,
@@ -256,6 +324,7 @@ def evaluate(
     )
   label = label or ",".join(t.name for t in tasks)
   _check_tasks(model, tasks, label)
+  model = on_a_mesh(model)
   plans = {
     t.name: _splits_for(t, cfg.split, cfg.selection_split, cfg.test_fallback_split or None)
     for t in tasks

@@ -1,5 +1,6 @@
 """Predictions of a model on eval examples: the best option (rank classification) for examples
-with options, greedy / beam decoding for the others; dealt out over processes when several run.
+with options, greedy / beam decoding for the others; on the model's mesh, every batch is split
+over its devices (of every process).
 
 Example:
   >>> predict(model, examples, option_ids, shapes, eval_config, vocabulary, 1)  # doctest: +SKIP
@@ -11,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import jax
 import numpy as np
 from flax import linen as nn
 
@@ -58,6 +58,7 @@ def _decode_predictions(
   eos_id: int,
 ) -> list[str]:
   predictions = []
+  batch_size = partitioning.padded_rows(batch_size, model.mesh)  # same rows on every device
   for start in range(0, len(examples), batch_size):
     batch = examples[start : start + batch_size]
     # Padding rows hold a lone EOS so every row attends to something; their outputs are dropped.
@@ -109,22 +110,4 @@ def predict(
     )
     for i, text in zip(decoded, texts, strict=True):
       predictions[i] = text
-  return predictions
-
-
-def predict_across_processes(model, examples, *args) -> list[str]:
-  """`predict` with the examples dealt out over the processes (process p takes every P-th,
-  from p), then gathered in order: N processes each do 1/N of the scoring and decoding, and the
-  predictions equal a 1-process run's (same programs, same shapes, rows never interact)."""
-  count = jax.process_count()
-  if count == 1:
-    return predict(model, examples, *args)
-  from flanjax.train import distributed
-
-  index = jax.process_index()
-  mine = predict(model, examples[index::count], *args) if examples[index::count] else []
-  gathered = distributed.gather_json(mine)  # [process][k] → example k*count + process
-  predictions = [None] * len(examples)
-  for process, values in enumerate(gathered):
-    predictions[process::count] = values
   return predictions

@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
+from jax.sharding import Mesh
 
 from flanjax import partitioning
 from flanjax.model import decode
@@ -170,6 +171,7 @@ def rank_classify(
   num_options: int | None = None,
   input_length: int | None = None,
   target_length: int | None = None,
+  mesh: Mesh | None = None,
 ) -> RankResult:
   """Scores every option of every input; picks the highest-scoring option.
 
@@ -185,6 +187,9 @@ def rank_classify(
       batch shape the same across tasks.
     input_length / target_length: exact padded lengths (default: a power-of-two bucket of this
       call's longest input / option); callers scoring several calls with one shape set them.
+    mesh: the device mesh a `T5Model` scores on (default: its own `mesh`). Each batch is then a
+      global array with rows over data x fsdp (`batch_size` rounded up to a multiple of the
+      batch shards), so every device scores its share; every process passes the same inputs.
 
   Returns:
     RankResult with scores [n, num_options], token_counts and choices [n].
@@ -206,6 +211,12 @@ def rank_classify(
     max(len(o) for opts in options for o in opts), max_target_length
   )
   score_fn, params = make_option_scorer(model_or_logits_fn)
+  if not isinstance(model_or_logits_fn, T5Model):
+    if mesh is not None:
+      raise ValueError("rank_classify: mesh= needs a T5Model (a logits callable runs as it is)")
+  elif mesh is None:
+    mesh = model_or_logits_fn.mesh
+  batch_size = partitioning.padded_rows(batch_size, mesh)
 
   totals = np.full((len(inputs), num_options), -np.inf, np.float32)
   counts = np.zeros((len(inputs), num_options), np.int32)
@@ -216,7 +227,16 @@ def rank_classify(
     option_targets = np.zeros((batch_size, num_options, target_len), np.int32)  # [b, k, lt]
     for i, opts in enumerate(batch_options):
       option_targets[i, : len(opts)] = pad_rows(opts, target_len)
-    total, count = jax.device_get(score_fn(params, input_tokens, option_targets))
+    if mesh is None:
+      total, count = jax.device_get(score_fn(params, input_tokens, option_targets))
+    else:
+      with jax.set_mesh(mesh):
+        scored = score_fn(
+          params,
+          partitioning.place_batch(input_tokens, mesh),
+          partitioning.place_batch(option_targets, mesh),
+        )
+        total, count = (partitioning.to_host(x) for x in scored)
     n = len(batch_inputs)
     real = option_targets[:n, :, 0] != 0  # [n, k] slots holding an option
     totals[start : start + n] = np.where(real, total[:n], -np.inf)

@@ -20,12 +20,16 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import linen as nn
+from jax.sharding import Mesh
 
+from flanjax import partitioning
 from flanjax.model import t5
 from flanjax.model.config import T5Config
 
@@ -35,6 +39,27 @@ _NEG = -1.0e9
 def bucket(n: int, minimum: int = 8) -> int:
   """Smallest power of two >= max(n, minimum): 5 → 8, 9 → 16, 200 → 256."""
   return max(minimum, 1 << max(0, int(n) - 1).bit_length())
+
+
+def batch_rows(batch: int, mesh: Mesh | None = None) -> int:
+  """The rows `generate` decodes for `batch` inputs: a power of two (`bucket`), then a multiple
+  of the mesh's batch shards.
+
+  Example:
+    >>> batch_rows(5), batch_rows(1)
+    (8, 1)
+  """
+  return partitioning.padded_rows(bucket(batch, 1), mesh)
+
+
+@contextlib.contextmanager
+def _on(mesh: Mesh | None):
+  """The mesh and logical axis rules a sharded program traces under (sharded kernels split)."""
+  if mesh is None:
+    yield
+    return
+  with jax.set_mesh(mesh), nn.logical_axis_rules(partitioning.LOGICAL_AXIS_RULES):
+    yield
 
 
 def _gather_beams(x: jax.Array, index: jax.Array) -> jax.Array:
@@ -191,8 +216,12 @@ def _beam_search(step_fn, cache, batch, k, cache_len, max_new_tokens, length_pen
     worst_finished = jnp.where(fin_flags, jnp.min(fin_scores, axis=1, keepdims=True), _NEG)
     unsatisfied = unsatisfied & jnp.any(best_running > worst_finished, axis=-1)
 
-    flat_parent = (parent + jnp.arange(batch)[:, None] * k).reshape(batch * k)
-    cache = jax.tree_util.tree_map(lambda c: c[flat_parent], cache)
+    # Each row's beams take their parents' caches, gathered within the row ([b, k, ...]), so
+    # rows sharded over the mesh's batch axes never move between devices.
+    cache = jax.tree_util.tree_map(
+      lambda c: _gather_beams(c.reshape((batch, k) + c.shape[1:]), parent).reshape(c.shape),
+      cache,
+    )
     return (
       index + 1,
       run_seqs,
@@ -235,11 +264,16 @@ def generate(
   top_k: int = 0,
   seed: int = 0,
   length_penalty: float = 1.0,
+  mesh: Mesh | None = None,
 ) -> np.ndarray:
   """Generated ids [batch, <= max_new_tokens] (no start token; pad after EOS), as numpy.
 
   Shapes are bucketed (batch and input length to powers of two, the cache to a power of two
   >= max_new_tokens) so that calls with similar shapes share one compiled program.
+
+  With a device `mesh` (parameters placed on it, `T5Model.on_mesh`), the batch is a global array
+  with rows over data x fsdp (padded to `batch_rows`): each device decodes its share. Every
+  process passes the same whole batch and gets the whole result.
   """
   input_ids = np.asarray(input_ids, np.int32)
   if input_ids.ndim != 2:
@@ -254,25 +288,29 @@ def generate(
       "beam search with sampling is not supported: use num_beams=1 or do_sample=False"
     )
   batch, length = input_ids.shape
-  padded_batch, padded_len = bucket(batch, 1), bucket(length, 16)
+  padded_batch, padded_len = batch_rows(batch, mesh), bucket(length, 16)
   ids = np.zeros((padded_batch, padded_len), np.int32)
   mask = np.zeros((padded_batch, padded_len), np.int32)
   ids[:batch, :length], mask[:batch, :length] = input_ids, attention_mask
   mask[batch:, 0] = 1  # padding rows attend to one (pad) token, so they stay finite
-  out = _decode(
-    params,
-    ids,
-    mask,
-    jnp.int32(max_new_tokens),
-    jnp.float32(temperature),
-    jnp.float32(length_penalty),
-    jax.random.PRNGKey(seed),
-    config=config,
-    cache_len=bucket(max_new_tokens),
-    num_beams=int(num_beams),
-    do_sample=bool(do_sample),
-    top_k=int(top_k),
-  )
+  with _on(mesh):
+    if mesh is not None:
+      ids, mask = partitioning.place_batch(ids, mesh), partitioning.place_batch(mask, mesh)
+    out = _decode(
+      params,
+      ids,
+      mask,
+      jnp.int32(max_new_tokens),
+      jnp.float32(temperature),
+      jnp.float32(length_penalty),
+      jax.random.PRNGKey(seed),
+      config=config,
+      cache_len=bucket(max_new_tokens),
+      num_beams=int(num_beams),
+      do_sample=bool(do_sample),
+      top_k=int(top_k),
+    )
+    out = partitioning.to_host(out)
   out = np.asarray(_first_eos_trim(out, config.eos_token_id, config.pad_token_id))
   out = out[:batch, :max_new_tokens]
   # Trim to the longest generated row (as HF does): a row's length runs through its first EOS,

@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from flanjax import partitioning
 from flanjax.model import decode, t5
 from flanjax.model.config import EXECUTION_FIELDS, T5Config
 
@@ -254,13 +255,15 @@ def _resolve(path_or_name: str) -> str:
 
 
 def load_pretrained(
-  path_or_hub_name: str | os.PathLike, dtype: str = "float32", **execution
+  path_or_hub_name: str | os.PathLike, dtype: str = "float32", mesh=None, **execution
 ) -> T5Model:
   """Loads an HF T5 checkpoint (local directory or hub name) as a `T5Model`.
 
   `dtype` sets both the parameter and the compute dtype ("float32" or "bfloat16"). `execution`
   sets T5Config's execution fields (remat, scan_layers, attention); with scan_layers=True the
-  parameters come back stacked (`t5.stack_layers`).
+  parameters come back stacked (`t5.stack_layers`). With a device `mesh` the model comes back
+  on it (`T5Model.on_mesh`), and each process reads from disk only the slices its own devices
+  hold (`hf_sharded.load_sharded_params`): nothing holds the whole checkpoint.
 
   Example:
     >>> model = load_pretrained("flan-t5-small", scan_layers=True)
@@ -274,6 +277,14 @@ def load_pretrained(
     )
   directory = _resolve(os.fspath(path_or_hub_name))
   config = _read_config(directory).replace(dtype=dtype, param_dtype=dtype, **execution)
+  if mesh is not None:
+    from flanjax.model import hf_sharded
+
+    shardings = partitioning.param_shardings(
+      t5.param_logical_axes(config), t5.abstract_params(config), mesh
+    )
+    params = hf_sharded.load_sharded_params(directory, config, shardings)
+    return T5Model(config, params, source_dir=directory, mesh=mesh)
   tensors = _read_tensors(_weight_files(directory))
   shapes = t5.abstract_params(config.replace(scan_layers=False))  # the rename table is per layer
   params: dict = {}
@@ -355,12 +366,29 @@ def _logits(
 
 
 class T5Model:
-  """A T5Config and its parameters, with HF-like `logits` and `generate`."""
+  """A T5Config and its parameters, with HF-like `logits` and `generate`.
 
-  def __init__(self, config: T5Config, params, source_dir: str | None = None):
+  `mesh`: the device mesh the parameters are placed on (`on_mesh`), or None (one device). On a
+  mesh, `generate` and rank classification feed their batches as global arrays with rows over
+  data x fsdp, so every device decodes or scores its share; every process then passes the same
+  (whole) batch and gets the whole result.
+  """
+
+  def __init__(self, config: T5Config, params, source_dir: str | None = None, mesh=None):
     self.config = config
     self.params = params
     self.source_dir = source_dir
+    self.mesh = mesh
+
+  def on_mesh(self, mesh) -> T5Model:
+    """This model with its parameters placed on `mesh` (`partitioning.param_shardings`: embed
+    over fsdp, heads / mlp / vocab over model); parameters already placed so are not copied.
+
+    Example:
+      >>> model = load_pretrained("flan-t5-small").on_mesh(partitioning.make_mesh(MeshConfig()))
+    """
+    params = partitioning.place_params(self.params, t5.param_logical_axes(self.config), mesh)
+    return T5Model(self.config, params, source_dir=self.source_dir, mesh=mesh)
 
   @classmethod
   def init(cls, config: T5Config, seed: int = 0) -> T5Model:
@@ -406,4 +434,5 @@ class T5Model:
       top_k=top_k,
       seed=seed,
       length_penalty=length_penalty,
+      mesh=self.mesh,
     )

@@ -321,8 +321,12 @@ def _host_params(params: Any) -> Any:
   return jax.tree.map(np.asarray, jax.device_get(params))
 
 
-def restore_params(workdir: str | pathlib.Path, step: int | None, rc: RunConfig) -> tuple[Any, int]:
-  """(host numpy parameters, step) of `workdir/checkpoints` (the newest good one for None).
+def restore_params(
+  workdir: str | pathlib.Path, step: int | None, rc: RunConfig, *, on_host: bool = True
+) -> tuple[Any, int]:
+  """(parameters, step) of `workdir/checkpoints` (the newest good one for None): full numpy
+  arrays on every process, or with `on_host=False` global arrays left sharded as training placed
+  them on `rc.mesh` (eval and predict: no process holds them whole).
 
   The one restore path for eval, export and predict. A missing step lists the existing ones.
   A corrupt checkpoint is moved aside; asked for by number, it raises CorruptCheckpointError
@@ -355,7 +359,7 @@ def restore_params(workdir: str | pathlib.Path, step: int | None, rc: RunConfig)
           step=step,
           path=error.path,
         ) from None
-    params = _host_params(state.params)
+    params = _host_params(state.params) if on_host else state.params
   finally:
     checkpointer.close()
   return params, step
