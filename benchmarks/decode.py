@@ -1,7 +1,9 @@
-"""Greedy decoding throughput: flanjax (jitted while-loop + KV cache) vs HF PyTorch `generate`.
+"""Decoding throughput: flanjax (jitted while-loop + KV cache) vs HF PyTorch `generate`.
 
   python benchmarks/decode.py --d_model 256 --layers 4 --heads 4 --d_ff 1024 --vocab 8192 \
-      --batch 16 --in_len 256 --decode_len 32 [--impl flanjax|hf]
+      --batch 16 --in_len 256 --decode_len 32 [--impl flanjax|hf] [--num_beams 4]
+
+Greedy by default; `--num_beams k` times beam search (new tokens count the best beam's only).
 
 Prints one JSON line with `decode_new_tokens_per_second` (batch × decode_len new tokens divided by
 the median wall time of `--repeats` timed calls, after a warm-up call that includes compilation).
@@ -36,6 +38,7 @@ def _parse():
   p.add_argument("--in_len", type=int, default=256)
   p.add_argument("--decode_len", type=int, default=32)
   p.add_argument("--repeats", type=int, default=5)
+  p.add_argument("--num_beams", type=int, default=1, help="1: greedy; k > 1: beam search")
   p.add_argument("--dtype", default="float32")
   return p.parse_args()
 
@@ -76,7 +79,7 @@ def main():
   if args.impl == "flanjax":
 
     def run():
-      out = model.generate(input_ids, max_new_tokens=args.decode_len)
+      out = model.generate(input_ids, max_new_tokens=args.decode_len, num_beams=args.num_beams)
       assert out.shape == (args.batch, args.decode_len), out.shape
   else:
     import torch
@@ -93,7 +96,7 @@ def main():
           input_ids=ids,
           max_new_tokens=args.decode_len,
           min_new_tokens=args.decode_len,
-          num_beams=1,
+          num_beams=args.num_beams,
           do_sample=False,
           eos_token_id=None,
         )
@@ -109,6 +112,7 @@ def main():
         "batch": args.batch,
         "in_len": args.in_len,
         "decode_len": args.decode_len,
+        "num_beams": args.num_beams,
         "d_model": args.d_model,
         "layers": args.layers,
         "dtype": args.dtype,

@@ -223,10 +223,14 @@ def load_model(rc: RunConfig, workdir: str, step: int | None, *, on_host: bool =
 
 
 def _describe_mesh(mesh) -> str:
-  """'4 devices (2 process(es)), mesh data=1 fsdp=4 model=1'."""
+  """'4 devices of 2 processes, mesh data=1 fsdp=4 model=1'."""
   sizes = " ".join(f"{name}={size}" for name, size in mesh.shape.items())
+  devices = mesh.devices.size
   processes = len({device.process_index for device in mesh.devices.flat})
-  return f"{mesh.devices.size} devices ({processes} process(es)), mesh {sizes}"
+  return (
+    f"{devices} device{'s' * (devices > 1)} of {processes} process{'es' * (processes > 1)}, "
+    f"mesh {sizes}"
+  )
 
 
 def load_hf_model(rc: RunConfig, directory: str):

@@ -19,6 +19,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 from collections.abc import Sequence
@@ -218,6 +219,17 @@ def host_array_to_sharded(value: np.ndarray, sharding: NamedSharding) -> jax.Arr
   """
   value = np.asarray(value)
   return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])
+
+
+@contextlib.contextmanager
+def active(mesh: Mesh | None):
+  """Traces and runs under `mesh` with the logical axis rules (so sharded kernels such as flash
+  attention split over it); does nothing for None."""
+  if mesh is None:
+    yield
+    return
+  with jax.set_mesh(mesh), nn.logical_axis_rules(LOGICAL_AXIS_RULES):
+    yield
 
 
 def padded_rows(rows: int, mesh: Mesh | None) -> int:

@@ -245,7 +245,7 @@ def test_a_two_process_eval_gives_the_one_process_report(trained):
     "2",
     env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"},
   )
-  assert "eval batches split over 4 devices (2 process(es)), mesh data=1 fsdp=4" in result.stdout
+  assert "eval batches split over 4 devices of 2 processes, mesh data=1 fsdp=4" in result.stdout
   two = json.loads(path.read_text())
   assert two["created"] >= one["created"]  # rewritten by the 2-process run
   assert _numbers(two) == _numbers(one)

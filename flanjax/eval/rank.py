@@ -230,7 +230,7 @@ def rank_classify(
     if mesh is None:
       total, count = jax.device_get(score_fn(params, input_tokens, option_targets))
     else:
-      with jax.set_mesh(mesh):
+      with partitioning.active(mesh):
         scored = score_fn(
           params,
           partitioning.place_batch(input_tokens, mesh),

@@ -20,13 +20,11 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import functools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import linen as nn
 from jax.sharding import Mesh
 
 from flanjax import partitioning
@@ -50,16 +48,6 @@ def batch_rows(batch: int, mesh: Mesh | None = None) -> int:
     (8, 1)
   """
   return partitioning.padded_rows(bucket(batch, 1), mesh)
-
-
-@contextlib.contextmanager
-def _on(mesh: Mesh | None):
-  """The mesh and logical axis rules a sharded program traces under (sharded kernels split)."""
-  if mesh is None:
-    yield
-    return
-  with jax.set_mesh(mesh), nn.logical_axis_rules(partitioning.LOGICAL_AXIS_RULES):
-    yield
 
 
 def _gather_beams(x: jax.Array, index: jax.Array) -> jax.Array:
@@ -293,7 +281,7 @@ def generate(
   mask = np.zeros((padded_batch, padded_len), np.int32)
   ids[:batch, :length], mask[:batch, :length] = input_ids, attention_mask
   mask[batch:, 0] = 1  # padding rows attend to one (pad) token, so they stay finite
-  with _on(mesh):
+  with partitioning.active(mesh):
     if mesh is not None:
       ids, mask = partitioning.place_batch(ids, mesh), partitioning.place_batch(mask, mesh)
     out = _decode(

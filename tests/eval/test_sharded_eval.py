@@ -80,6 +80,21 @@ flash = model.on_mesh(partitioning.make_mesh(partitioning.MeshConfig(data=1, fsd
 flash.config = config.replace(attention="flash")
 scored = rank.rank_classify(flash, inputs, options, batch_size=3, length_normalize=True)
 out["flash_fsdp2_model2"] = np.where(np.isfinite(scored.scores), scored.scores, -1.0).tolist()
+
+# Beam search on 4 batch shards: each row's beams reorder their key/value caches within the row,
+# so the compiled program never all-gathers a cache ([batch * beams, heads, length, d_kv]).
+import re
+
+from flanjax.model import decode
+
+on4 = model.on_mesh(partitioning.make_mesh(partitioning.MeshConfig(data=4, fsdp=1, model=1)))
+ids = partitioning.place_batch(np.ones((8, 16), np.int32), on4.mesh)
+with partitioning.active(on4.mesh):
+  hlo = decode._decode.lower(
+    on4.params, ids, ids, np.int32(6), np.float32(1), np.float32(1), jax.random.PRNGKey(0),
+    config=config, cache_len=8, num_beams=3, do_sample=False, top_k=0,
+  ).compile().as_text()
+out["beam_all_gathers"] = re.findall(r"= (\S+) all-gather", hlo)
 print("RESULT " + json.dumps(out))
 """
 
@@ -138,6 +153,14 @@ class _FakeMesh:
 
   def __init__(self, batch_shards: int):
     self.shape = {"data": 1, "fsdp": batch_shards, "model": 1}
+
+
+def test_beam_search_never_gathers_a_cache_across_batch_shards(sharded_runs):
+  gathered = sharded_runs["beam_all_gathers"]
+  # "f32[24,4,8,16]{3,2,1,0}": a rank-4 array (the caches' rank) has 3 commas in its dims.
+  caches = [shape for shape in gathered if shape.split("]")[0].count(",") == 3]
+  assert gathered  # the parse works: the top-k over [rows, beams x vocab] is gathered
+  assert not caches, gathered
 
 
 def test_padded_rows_rounds_up_to_the_batch_shards():
