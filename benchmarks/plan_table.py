@@ -34,12 +34,12 @@ from flanjax import cli, plan  # noqa: E402
 from flanjax.config import RunConfig  # noqa: E402
 
 # Where a config without a `Fits:` line is planned, by the size in its file name.
-DEFAULT_TOPOLOGY = {
+DEFAULT_TOPOLOGY = {  # the smallest slice each size was planned to fit (the Fits: lines)
   "small": "v4:2x2x1",
   "base": "v4:2x2x1",
   "large": "v4:2x2x1",
-  "xl": "v4:4x4x4",
-  "xxl": "v4:8x8x8",
+  "xl": "v4:2x2x1",
+  "xxl": "v4:2x2x2",
 }
 _FITS_BLOCK = re.compile(r"^\s*Fits:(.*?)(?=^\s*[A-Z][a-z]+:\s|\Z)", re.MULTILINE | re.DOTALL)
 _STEP_FIGURE = re.compile(r"\b(train|score|decode) ([0-9.]+) GiB")

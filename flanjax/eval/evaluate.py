@@ -13,7 +13,9 @@ with the highest log-likelihood is the prediction), the others are decoded greed
 search); the task's declared metrics score the predictions per template; `scoring` then picks the
 best template on the selection split and reports it on the eval split, takes the mean over
 templates and the mean per category. A task that raises is recorded in the report with its error
-message and the other tasks still run.
+message and the other tasks still run. With several processes, the one exception is a model call
+failing: the processes step through each batch together, so that ends the run (every process,
+with the error) rather than leave the others waiting.
 
 Shapes are fixed per task (inputs and options padded to one power-of-two bucket each, every batch
 padded to `batch_size` rows), so a task compiles its programs once and later tasks with the same
@@ -140,7 +142,7 @@ def _evaluate_task(
   samples: dict[str, list[dict[str, Any]]] = {}
   counts: dict[str, dict[str, int]] = {}
   for split, examples in by_split.items():
-    predictions = inference.predict(model, examples, option_ids, shapes, cfg, vocabulary, eos_id)
+    predictions = _predict(model, examples, option_ids, shapes, cfg, vocabulary, eos_id)
     template_ids = sorted({e.template_id for e in examples})
     for template_id in template_ids:
       rows = [i for i, e in enumerate(examples) if e.template_id == template_id]
@@ -164,6 +166,24 @@ def _evaluate_task(
     counts[split] = {t: sum(e.template_id == t for e in examples) for t in template_ids}
   chance = _chance(by_split[splits[-1]], metrics_lib.primary_key(list(task.metric_names)))
   return per_template, samples, counts, truncated, chance
+
+
+class _ProcessMustStop(Exception):
+  """A model call failed in one process of several: the others may be waiting in that batch's
+  collective, so this process ends (its cause is re-raised) rather than going on to the next
+  task, and their collectives fail instead of waiting forever."""
+
+
+def _predict(model, examples, *args) -> list[str]:
+  try:
+    return inference.predict(model, examples, *args)
+  except Exception as error:
+    if jax.process_count() == 1:
+      raise
+    from flanjax.train import distributed
+
+    distributed.exit_without_barrier_at_exit(1)
+    raise _ProcessMustStop() from error
 
 
 def _load_agreed(
@@ -358,6 +378,8 @@ def evaluate(
       summary["truncated"] = truncated  # {split: inputs cut to eval_config.input_length}
       summary["samples"] = samples[summary["best_template"]["template_id"]]
       summary["chance"] = chance
+    except _ProcessMustStop as stop:
+      raise stop.__cause__ from None
     except Exception as error:  # one task's failure must not lose the others' results
       log.error("evaluation of task %s failed:\n%s", task.name, traceback.format_exc())
       summary = scoring.failed_task(

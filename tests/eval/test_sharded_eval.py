@@ -199,6 +199,13 @@ class Vocabulary:
 
 
 me = jax.process_index()
+if "--crash" in sys.argv and me == 1:
+  from flanjax.eval import rank
+
+  def out_of_memory(*args, **kwargs):
+    raise RuntimeError("RESOURCE_EXHAUSTED: out of memory on process 1")
+
+  rank.rank_classify = out_of_memory
 
 
 def task(name, differs=False, raises=False):
@@ -226,10 +233,8 @@ print("RESULT " + json.dumps(errors))
 """
 
 
-def test_processes_that_load_different_examples_fail_that_task_and_go_on(tmp_path):
-  """Process 1 reads fewer rows for one task and fails to read another: every process records
-  both tasks as failed with the reason (instead of waiting forever in a collective) and scores
-  the tasks before and after."""
+def _two_processes(*flags: str) -> list[tuple[int, str]]:
+  """Runs _DISAGREE as processes 0 and 1 of one jax.distributed run: [(exit code, output)]."""
   import socket
 
   with socket.socket() as sock:
@@ -248,7 +253,7 @@ def test_processes_that_load_different_examples_fail_that_task_and_go_on(tmp_pat
     )
     procs.append(
       subprocess.Popen(
-        [sys.executable, "-c", _DISAGREE],
+        [sys.executable, "-c", _DISAGREE, *flags],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -262,12 +267,29 @@ def test_processes_that_load_different_examples_fail_that_task_and_go_on(tmp_pat
   finally:
     for proc in procs:
       proc.kill()
-  for proc, output in zip(procs, outputs, strict=True):
-    assert proc.returncode == 0, output[-3000:]
-  for output in outputs:
+  return [(proc.returncode, output) for proc, output in zip(procs, outputs, strict=True)]
+
+
+def test_processes_that_load_different_examples_fail_that_task_and_go_on():
+  """Process 1 reads fewer rows for one task and fails to read another: every process records
+  both tasks as failed with the reason (instead of waiting forever in a collective) and scores
+  the tasks before and after."""
+  runs = _two_processes()
+  for code, output in runs:
+    assert code == 0, output[-3000:]
+  for _, output in runs:
     line = next(x for x in output.splitlines() if x.startswith("RESULT "))
     errors = json.loads(line[len("RESULT ") :])
     assert errors["same"] is None and errors["after"] is None
     assert "did not load the same eval examples" in errors["differs"]
     assert "test 3 examples" in errors["differs"] and "test 2 examples" in errors["differs"]
     assert "disk gone" in errors["broken"]
+
+
+def test_a_model_call_failing_in_one_process_ends_every_process():
+  """Process 1's scoring raises (an out-of-memory, say) while process 0 is inside the same batch:
+  both end with a non-zero code within the timeout, process 1 with its error; nothing hangs."""
+  (code0, output0), (code1, output1) = _two_processes("--crash")
+  assert code1 != 0 and "RESOURCE_EXHAUSTED: out of memory on process 1" in output1, output1[-3000:]
+  assert code0 != 0, output0[-3000:]
+  assert "RESULT " not in output0 + output1
