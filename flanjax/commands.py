@@ -217,9 +217,7 @@ def load_model(rc: RunConfig, workdir: str, step: int | None, *, on_host: bool =
     params, step = restore_params(workdir, step, rc, on_host=on_host)
   except (FileNotFoundError, ValueError) as error:
     raise UsageError(str(error)) from None
-  if on_host:
-    return hf.T5Model(rc.model, params), step
-  return hf.T5Model(rc.model, params, mesh=partitioning.mesh_of(params)), step
+  return hf.T5Model(rc.model, params, mesh=partitioning.mesh_of(params)), step  # None on host
 
 
 def _describe_mesh(mesh) -> str:

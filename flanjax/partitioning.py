@@ -244,9 +244,12 @@ def padded_rows(rows: int, mesh: Mesh | None) -> int:
   return -(-rows // shards) * shards
 
 
-def place_batch(value: np.ndarray, mesh: Mesh) -> jax.Array:
+def place_batch(value: np.ndarray, mesh: Mesh | None) -> jax.Array | np.ndarray:
   """A host batch that every process holds in full, as a global array with rows over
-  data x fsdp: each process copies only the rows of its own devices."""
+  data x fsdp: each process copies only the rows of its own devices. Without a mesh, `value`
+  as it is (jit puts it on the default device)."""
+  if mesh is None:
+    return value
   return host_array_to_sharded(value, batch_sharding(mesh))
 
 
@@ -269,20 +272,23 @@ def mesh_of(tree: Any) -> Mesh | None:
   return None
 
 
-def place_params(params: Any, logical_specs: Any, mesh: Mesh) -> Any:
-  """Parameters placed with `param_shardings` on `mesh`; arrays already placed so stay as they are.
+def place(values: Any, shardings: Any, dtypes: Any = None) -> Any:
+  """A tree of arrays placed with the matching tree of `shardings`.
 
-  Host (numpy) or single-device parameters are cut shard by shard (`host_array_to_sharded`:
-  every process must hold the same full values); global arrays are resharded on device.
+  Global arrays (and any array in one process) are moved on device (`jax.device_put`, a no-op
+  when already so placed). Host values, and single-device arrays of one process among several,
+  are cut shard by shard (`host_array_to_sharded`: every process must hold the same full values),
+  cast first to the matching entry of `dtypes` (a tree with `.dtype` leaves) when given.
   """
-  shardings = param_shardings(logical_specs, params, mesh)
 
-  def one(value, sharding):
-    if isinstance(value, jax.Array):
-      if value.sharding == sharding:
-        return value
-      if not value.is_fully_addressable or jax.process_count() == 1:
-        return jax.device_put(value, sharding)
-    return host_array_to_sharded(np.asarray(value), sharding)
+  def one(value, sharding, like=None):
+    if isinstance(value, jax.Array) and (
+      not value.is_fully_addressable or jax.process_count() == 1
+    ):
+      return jax.device_put(value, sharding)
+    value = np.asarray(value)
+    return host_array_to_sharded(value if like is None else value.astype(like.dtype), sharding)
 
-  return jax.tree.map(one, params, shardings)
+  if dtypes is None:
+    return jax.tree.map(one, values, shardings)
+  return jax.tree.map(one, values, shardings, dtypes)

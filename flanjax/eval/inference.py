@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from flax import linen as nn
 
 from flanjax import partitioning
 from flanjax.config import EvalConfig
@@ -64,15 +63,12 @@ def _decode_predictions(
     # Padding rows hold a lone EOS so every row attends to something; their outputs are dropped.
     rows = [e.input_ids for e in batch] + [(eos_id,)] * (batch_size - len(batch))
     tokens = rank_lib.pad_rows(rows, input_length)  # [batch_size, input_length]
-    with nn.logical_axis_rules(partitioning.LOGICAL_AXIS_RULES):  # sharded kernels split
-      generated = np.asarray(
-        model.generate(
-          tokens,
-          attention_mask=(tokens != 0).astype(np.int32),
-          max_new_tokens=max_new_tokens,
-          num_beams=num_beams,
-        )
-      )  # [batch_size, <=max_new_tokens]
+    generated = model.generate(  # on the model's mesh, under its axis rules
+      tokens,
+      attention_mask=(tokens != 0).astype(np.int32),
+      max_new_tokens=max_new_tokens,
+      num_beams=num_beams,
+    )  # [batch_size, <=max_new_tokens]
     predictions += [vocabulary.decode(strip_after_eos(g, eos_id)) for g in generated[: len(batch)]]
   return predictions
 

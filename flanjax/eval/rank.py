@@ -227,16 +227,13 @@ def rank_classify(
     option_targets = np.zeros((batch_size, num_options, target_len), np.int32)  # [b, k, lt]
     for i, opts in enumerate(batch_options):
       option_targets[i, : len(opts)] = pad_rows(opts, target_len)
-    if mesh is None:
-      total, count = jax.device_get(score_fn(params, input_tokens, option_targets))
-    else:
-      with partitioning.active(mesh):
-        scored = score_fn(
-          params,
-          partitioning.place_batch(input_tokens, mesh),
-          partitioning.place_batch(option_targets, mesh),
-        )
-        total, count = (partitioning.to_host(x) for x in scored)
+    with partitioning.active(mesh):
+      scored = score_fn(
+        params,
+        partitioning.place_batch(input_tokens, mesh),
+        partitioning.place_batch(option_targets, mesh),
+      )
+      total, count = (partitioning.to_host(x) for x in scored)
     n = len(batch_inputs)
     real = option_targets[:n, :, 0] != 0  # [n, k] slots holding an option
     totals[start : start + n] = np.where(real, total[:n], -np.inf)

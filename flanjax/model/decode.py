@@ -282,12 +282,10 @@ def generate(
   ids[:batch, :length], mask[:batch, :length] = input_ids, attention_mask
   mask[batch:, 0] = 1  # padding rows attend to one (pad) token, so they stay finite
   with partitioning.active(mesh):
-    if mesh is not None:
-      ids, mask = partitioning.place_batch(ids, mesh), partitioning.place_batch(mask, mesh)
     out = _decode(
       params,
-      ids,
-      mask,
+      partitioning.place_batch(ids, mesh),
+      partitioning.place_batch(mask, mesh),
       jnp.int32(max_new_tokens),
       jnp.float32(temperature),
       jnp.float32(length_penalty),

@@ -280,10 +280,7 @@ def load_pretrained(
   if mesh is not None:
     from flanjax.model import hf_sharded
 
-    shardings = partitioning.param_shardings(
-      t5.param_logical_axes(config), t5.abstract_params(config), mesh
-    )
-    params = hf_sharded.load_sharded_params(directory, config, shardings)
+    params = hf_sharded.load_sharded_params(directory, config, _param_shardings(config, mesh))
     return T5Model(config, params, source_dir=directory, mesh=mesh)
   tensors = _read_tensors(_weight_files(directory))
   shapes = t5.abstract_params(config.replace(scan_layers=False))  # the rename table is per layer
@@ -352,6 +349,13 @@ def save_pretrained(model: T5Model, out_dir: str | os.PathLike, tokenizer_dir: s
 
 
 # ------------------------------------------------------------------ the model object
+def _param_shardings(config: T5Config, mesh):
+  """The NamedShardings of `config`'s parameters on `mesh` (training's: `param_shardings`)."""
+  return partitioning.param_shardings(
+    t5.param_logical_axes(config), t5.abstract_params(config), mesh
+  )
+
+
 @functools.partial(jax.jit, static_argnames=("config",))
 def _logits(
   params, input_ids, decoder_input_ids, attention_mask, decoder_attention_mask, *, config
@@ -387,7 +391,7 @@ class T5Model:
     Example:
       >>> model = load_pretrained("flan-t5-small").on_mesh(partitioning.make_mesh(MeshConfig()))
     """
-    params = partitioning.place_params(self.params, t5.param_logical_axes(self.config), mesh)
+    params = partitioning.place(self.params, _param_shardings(self.config, mesh))
     return T5Model(self.config, params, source_dir=self.source_dir, mesh=mesh)
 
   @classmethod

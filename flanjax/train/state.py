@@ -144,16 +144,8 @@ def create_train_state(
     with jax.set_mesh(mesh):
       return init(jax.random.key(seed)), shardings
   _check_same_tree(abstract_state.params, initial_params)
-  placed = jax.tree.map(
-    lambda value, sharding, abstract: (
-      jax.device_put(value, sharding)  # already global (hf_sharded.load_sharded_params)
-      if isinstance(value, jax.Array)
-      else partitioning.host_array_to_sharded(value.astype(abstract.dtype), sharding)
-    ),
-    initial_params,
-    shardings.params,
-    abstract_state.params,
-  )
+  # Global arrays (hf_sharded.load_sharded_params) move on device; host ones shard by shard.
+  placed = partitioning.place(initial_params, shardings.params, abstract_state.params)
   init = jax.jit(
     lambda params: _state_from_params(params, optimizer),
     in_shardings=(shardings.params,),
