@@ -5,8 +5,6 @@ starts); they are compared with the same model on one device, with no mesh.
 """
 
 import json
-import os
-import pathlib
 import subprocess
 import sys
 
@@ -14,8 +12,7 @@ import numpy as np
 import pytest
 
 from flanjax import partitioning
-
-REPO = pathlib.Path(__file__).resolve().parents[2]
+from tests.train.helpers import cpu_env, free_port
 
 _SHARDED = r"""
 import json
@@ -45,7 +42,8 @@ real_place = partitioning.place_batch
 
 def recording_place(value, mesh):
   array = real_place(value, mesh)
-  placed.append((array.shape[0], array.sharding.shard_shape(array.shape)[0]))
+  if mesh is not None:  # without a mesh the batch stays a host array
+    placed.append((array.shape[0], array.sharding.shard_shape(array.shape)[0]))
   return array
 
 
@@ -101,14 +99,8 @@ print("RESULT " + json.dumps(out))
 
 @pytest.fixture(scope="module")
 def sharded_runs():
-  env = dict(
-    os.environ,
-    XLA_FLAGS="--xla_force_host_platform_device_count=4",
-    JAX_PLATFORMS="cpu",
-    PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
-  )
   run = subprocess.run(
-    [sys.executable, "-c", _SHARDED], env=env, capture_output=True, text=True, timeout=600
+    [sys.executable, "-c", _SHARDED], env=cpu_env(4), capture_output=True, text=True, timeout=600
   )
   assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
   line = next(x for x in run.stdout.splitlines() if x.startswith("RESULT "))
@@ -235,22 +227,10 @@ print("RESULT " + json.dumps(errors))
 
 def _two_processes(*flags: str) -> list[tuple[int, str]]:
   """Runs _DISAGREE as processes 0 and 1 of one jax.distributed run: [(exit code, output)]."""
-  import socket
-
-  with socket.socket() as sock:
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
+  port = free_port()
   procs = []
   for index in range(2):
-    env = dict(
-      os.environ,
-      XLA_FLAGS="--xla_force_host_platform_device_count=1",
-      JAX_PLATFORMS="cpu",
-      FLANJAX_COORDINATOR=f"127.0.0.1:{port}",
-      FLANJAX_NUM_PROCESSES="2",
-      FLANJAX_PROCESS_ID=str(index),
-      PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
-    )
+    env = cpu_env(1, process_id=index, num_processes=2, port=port)
     procs.append(
       subprocess.Popen(
         [sys.executable, "-c", _DISAGREE, *flags],

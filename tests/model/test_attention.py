@@ -1,8 +1,6 @@
 """attention="flash" (the Pallas TPU kernel, interpreted on CPU) against the XLA path."""
 
 import logging
-import os
-import pathlib
 import subprocess
 import sys
 
@@ -13,13 +11,13 @@ import pytest
 
 from flanjax.model import attention, t5
 from flanjax.model.config import T5Config
+from tests.train.helpers import cpu_env
 
 # The kernel needs lengths that are multiples of 128; the model stays tiny otherwise.
 CONFIG = T5Config.tiny(
   vocab_size=64, d_model=32, d_ff=48, d_kv=8, num_heads=2, num_layers=1, num_decoder_layers=1
 )
 LENGTH = 128
-REPO = pathlib.Path(__file__).resolve().parents[2]
 
 
 def _inputs(packed: bool):
@@ -153,14 +151,8 @@ print("OK", dict(mesh.shape))
 def test_flash_under_a_mesh_splits_batch_and_heads():
   """4 CPU devices, batch over fsdp=2 and heads over model=2: the kernel runs per shard
   (shard_map) with its position bias, masks and segment ids split to match, and equals XLA."""
-  env = dict(
-    os.environ,
-    XLA_FLAGS="--xla_force_host_platform_device_count=4",
-    JAX_PLATFORMS="cpu",
-    PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
-  )
   run = subprocess.run(
-    [sys.executable, "-c", _SHARDED], env=env, capture_output=True, text=True, timeout=600
+    [sys.executable, "-c", _SHARDED], env=cpu_env(4), capture_output=True, text=True, timeout=600
   )
   assert run.returncode == 0, run.stdout + run.stderr
   assert "OK {'data': 1, 'fsdp': 2, 'model': 2}" in run.stdout

@@ -2,7 +2,6 @@
 file and tensor; with 2 processes each one's peak memory stays well below the checkpoint's size."""
 
 import json
-import os
 import pathlib
 import subprocess
 import sys
@@ -15,10 +14,9 @@ from safetensors.numpy import load_file, save_file
 from flanjax import partitioning
 from flanjax.model import hf, hf_sharded, t5
 from flanjax.model.config import T5Config
-from tests.train.helpers import free_port
+from tests.train.helpers import cpu_env, free_port
 
 WORKER = pathlib.Path(__file__).with_name("hf_sharded_worker.py")
-REPO = pathlib.Path(__file__).resolve().parents[2]
 # v1.1 / FLAN-T5 style (untied head, gated MLP, d_kv unrelated to d_model / heads).
 GATED = T5Config.tiny(vocab_size=100, d_model=32, d_kv=6, d_ff=48, num_layers=3, num_heads=4)
 GATED = GATED.replace(num_decoder_layers=2)
@@ -68,20 +66,7 @@ def _rewrite(directory: pathlib.Path, change) -> None:
 
 
 def _start(spec: dict, *, devices: int, process_id=None, num_processes=1, port=None):
-  env = dict(os.environ)
-  env.update(
-    XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
-    JAX_PLATFORMS="cpu",
-    PYTHONPATH=str(REPO) + os.pathsep + env.get("PYTHONPATH", ""),
-  )
-  for key in ("FLANJAX_COORDINATOR", "FLANJAX_NUM_PROCESSES", "FLANJAX_PROCESS_ID"):
-    env.pop(key, None)
-  if process_id is not None:
-    env.update(
-      FLANJAX_COORDINATOR=f"127.0.0.1:{port}",
-      FLANJAX_NUM_PROCESSES=str(num_processes),
-      FLANJAX_PROCESS_ID=str(process_id),
-    )
+  env = cpu_env(devices, process_id, num_processes, port)
   return subprocess.Popen(
     [sys.executable, str(WORKER), json.dumps(spec)],
     env=env,

@@ -1,7 +1,6 @@
 """Fixtures of the training tests: compilation caches and worker subprocesses."""
 
 import json
-import os
 import pathlib
 import subprocess
 import sys
@@ -10,8 +9,9 @@ import jax
 import pytest
 from jax.experimental.compilation_cache import compilation_cache
 
+from tests.train.helpers import cpu_env
+
 WORKER = pathlib.Path(__file__).with_name("worker.py")
-REPO = pathlib.Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="session")
@@ -48,22 +48,14 @@ def start_worker(compile_cache):
   procs = []
 
   def start(spec, *, devices=1, process_id=None, num_processes=1, port=None):
-    env = dict(os.environ)
-    env.update(
-      XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
-      JAX_PLATFORMS="cpu",
+    env = cpu_env(
+      devices,
+      process_id,
+      num_processes,
+      port,
       JAX_COMPILATION_CACHE_DIR=compile_cache,
       JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-      PYTHONPATH=str(REPO) + os.pathsep + env.get("PYTHONPATH", ""),
     )
-    for key in ("FLANJAX_COORDINATOR", "FLANJAX_NUM_PROCESSES", "FLANJAX_PROCESS_ID"):
-      env.pop(key, None)
-    if process_id is not None:
-      env.update(
-        FLANJAX_COORDINATOR=f"127.0.0.1:{port}",
-        FLANJAX_NUM_PROCESSES=str(num_processes),
-        FLANJAX_PROCESS_ID=str(process_id),
-      )
     proc = subprocess.Popen(
       [sys.executable, str(WORKER), json.dumps(spec)],
       env=env,

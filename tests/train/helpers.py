@@ -1,6 +1,7 @@
 """Shared helpers of the training tests (tiny configs, metrics, subprocess plumbing)."""
 
 import json
+import os
 import pathlib
 import socket
 
@@ -72,3 +73,27 @@ def free_port() -> int:
 def finish(proc, timeout=240) -> tuple[int, str]:
   output, _ = proc.communicate(timeout=timeout)
   return proc.returncode, output
+
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+
+
+def cpu_env(devices: int, process_id=None, num_processes: int = 1, port=None, **extra) -> dict:
+  """The environment of a subprocess with `devices` CPU devices that imports this checkout; with
+  `process_id`, process `process_id` of `num_processes` wired to a coordinator on `port`."""
+  env = dict(os.environ)
+  env.update(
+    XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+    JAX_PLATFORMS="cpu",
+    PYTHONPATH=str(REPO) + os.pathsep + env.get("PYTHONPATH", ""),
+    **extra,
+  )
+  for key in ("FLANJAX_COORDINATOR", "FLANJAX_NUM_PROCESSES", "FLANJAX_PROCESS_ID"):
+    env.pop(key, None)
+  if process_id is not None:
+    env.update(
+      FLANJAX_COORDINATOR=f"127.0.0.1:{port}",
+      FLANJAX_NUM_PROCESSES=str(num_processes),
+      FLANJAX_PROCESS_ID=str(process_id),
+    )
+  return env
